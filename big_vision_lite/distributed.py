@@ -1,0 +1,30 @@
+"""Multi-process start-up: `jax.distributed.initialize` only for a real multi-process launch."""
+
+import os
+
+import jax
+
+
+def is_multiprocess_env() -> bool:
+  """True under a multi-task SLURM step or a multi-host TPU slice."""
+  if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+    return True
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return len([h for h in hosts.split(",") if h]) > 1
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """Joins the job when flags or the cluster environment say it has several processes."""
+  explicit = coordinator is not None or (num_processes or 1) > 1
+  if not explicit and not is_multiprocess_env():
+    return
+  # CPU devices need a collectives backend across processes; GPUs and TPUs ignore this.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
+    if coordinator is None or num_processes is None or process_id is None:
+      raise ValueError("a multi-process launch needs --coordinator_address, --num_processes and "
+                       "--process_id together (or a SLURM / TPU environment)")
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+  else:
+    jax.distributed.initialize()

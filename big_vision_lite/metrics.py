@@ -1,0 +1,98 @@
+"""Metric writers (stdout, JSONL, TensorBoard) and throughput/ETA tracking.
+
+Only process 0 writes files. On resume from step S, entries after S left by the interrupted run
+are dropped from metrics.jsonl (and purged by TensorBoard), so the file reads as one run.
+"""
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _scalar(v: Any) -> float | int:
+  v = np.asarray(v)
+  return v.item() if v.size == 1 else v.tolist()
+
+
+class Writer:
+  """Appends `{'step': s, **metrics}` lines to DIR/metrics.jsonl and to TensorBoard."""
+
+  def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb = None
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      with open(self.path + ".tmp", "w") as f:
+        f.writelines(kept)
+      os.replace(self.path + ".tmp", self.path)
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self.tb = SummaryWriter(workdir, purge_step=resume_step + 1 if resume_step else None)
+
+  def write(self, step: int, metrics: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self.tb is not None:
+      for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)):
+          self.tb.add_scalar(k, v, step)
+      self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+def read(workdir: str) -> list[dict[str, Any]]:
+  """All rows of DIR/metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Throughput:
+  """Images/s over the steps since the last call, excluding time spent in `paused()` blocks."""
+
+  def __init__(self, batch_size: int, start_step: int, total_steps: int):
+    self.batch_size, self.total_steps = batch_size, total_steps
+    self.last_step, self.last_time, self.excluded = start_step, time.perf_counter(), 0.0
+
+  def paused(self):
+    tracker = self
+
+    class _Pause:
+      def __enter__(self):
+        self.t0 = time.perf_counter()
+
+      def __exit__(self, *exc):
+        tracker.excluded += time.perf_counter() - self.t0
+
+    return _Pause()
+
+  def measure(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    elapsed = max(now - self.last_time - self.excluded, 1e-9)
+    steps = step - self.last_step
+    self.last_step, self.last_time, self.excluded = step, now, 0.0
+    step_time = elapsed / max(steps, 1)
+    return {"img_per_sec": steps * self.batch_size / elapsed,
+            "img_per_sec_per_device": steps * self.batch_size / elapsed / jax.device_count(),
+            "step_time": step_time, "eta_sec": step_time * (self.total_steps - step)}
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

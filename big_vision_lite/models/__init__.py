@@ -1,0 +1,1 @@
+"""Flax towers: ViT image tower, text Transformer, and the two-tower model."""

@@ -1,0 +1,59 @@
+"""Text Transformer tower: token ids [B, L] -> embedding."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_lite.models import layers
+from big_vision_lite.models.vit import decode_variant
+
+
+class TextTransformer(nn.Module):
+  """Bidirectional Transformer over token ids [B, L] -> (embedding [B, num_classes or D], aux)."""
+
+  vocab_size: int
+  variant: str | None = None
+  width: int | None = None
+  depth: int | None = None
+  mlp_dim: int | None = None
+  num_heads: int | None = None
+  num_classes: int | None = None
+  pool_type: str = "last"
+  head_zeroinit: bool = False
+  dtype_mm: Any = jnp.float32
+  scan: bool = False
+  remat_policy: str = "none"
+
+  def hparams(self) -> dict[str, Any]:
+    """The variant's hyper-parameters, with any explicitly given field taking precedence."""
+    hp = decode_variant(self.variant)
+    hp.pop("patch_size", None)
+    for k in ("width", "depth", "mlp_dim", "num_heads"):
+      if getattr(self, k) is not None:
+        hp[k] = getattr(self, k)
+    missing = {"width", "depth", "mlp_dim", "num_heads"} - set(hp)
+    if missing:
+      raise ValueError(f"text tower needs {sorted(missing)}: give a variant such as 'B' or set them")
+    return hp
+
+  @nn.compact
+  def __call__(self, text: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    hp = self.hparams()
+    out = {}
+    x = nn.Embed(self.vocab_size, hp["width"], name="Embed_0")(text)  # [B, L, D]
+    pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(hp["width"])),
+                     (1, text.shape[1], hp["width"]), jnp.float32)
+    x = x + pos
+    x = layers.Encoder(hp["depth"], hp["mlp_dim"], hp["num_heads"], self.dtype_mm,
+                       scan=self.scan, remat_policy=self.remat_policy, name="Encoder_0")(x)
+    out["encoded"] = x
+    x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm)
+    out["pre_logits"] = x
+    if self.num_classes:
+      init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
+      x = nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype_mm, name="head")(x)
+      x = x.astype(jnp.float32)
+    return x, out

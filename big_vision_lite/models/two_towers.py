@@ -1,0 +1,65 @@
+"""Two-tower model: ViT image tower + text Transformer, L2-normalised embeddings, t and b.
+
+Parameters: `img/...`, `txt/...`, `t` (log temperature, shape [1]) and `b` (bias, shape [1]),
+as in big_vision's released SigLIP checkpoints.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_lite.models.text import TextTransformer
+from big_vision_lite.models.vit import ViT
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+  """x / ||x|| along the last axis, in float32."""
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+class TwoTowers(nn.Module):
+  """Image and text towers; either input may be None to embed one modality only.
+
+  Returns (zimg [B, E] or None, ztxt [B, E] or None, aux) where aux holds `t` = exp(t'),
+  `b` (0 when the bias is disabled) and each tower's intermediate outputs.
+  """
+
+  image: dict[str, Any]
+  text: dict[str, Any]
+  out_dim: int | tuple[int, int] | None = None
+  temperature_init: float = 10.0
+  bias_init: float | None = None
+  dtype_mm: str = "float32"
+
+  def _towers(self) -> tuple[ViT, TextTransformer]:
+    if self.dtype_mm not in DTYPES:
+      raise ValueError(f"unknown dtype_mm {self.dtype_mm!r}; known: {sorted(DTYPES)}")
+    dims = self.out_dim if isinstance(self.out_dim, (tuple, list)) else (self.out_dim,) * 2
+    dtype = DTYPES[self.dtype_mm]
+    return (ViT(**{"num_classes": dims[0], "dtype_mm": dtype, **self.image}, name="img"),
+            TextTransformer(**{"num_classes": dims[1], "dtype_mm": dtype, **self.text}, name="txt"))
+
+  @nn.compact
+  def __call__(self, image: jax.Array | None, text: jax.Array | None):
+    img_tower, txt_tower = self._towers()
+    out = {}
+    zimg = ztxt = None
+    if image is not None:
+      zimg, out["img"] = img_tower(image)
+      zimg = l2_normalize(zimg)
+    if text is not None:
+      ztxt, out["txt"] = txt_tower(text)
+      ztxt = l2_normalize(ztxt)
+    t = self.param("t", nn.initializers.constant(np.log(self.temperature_init)), (1,), jnp.float32)
+    out["t"] = jnp.exp(t[0])
+    if self.bias_init is not None:
+      out["b"] = self.param("b", nn.initializers.constant(self.bias_init), (1,), jnp.float32)[0]
+    else:
+      out["b"] = jnp.zeros((), jnp.float32)
+    return zimg, ztxt, out

@@ -1,0 +1,114 @@
+"""ViT image tower: variant table, patch embedding, position embedding, pooling."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_lite.models import layers
+
+# name -> (width, depth, mlp_dim, num_heads), as in the ViT, "Scaling ViTs" and SigLIP papers.
+VARIANTS = {
+    "mu": (32, 1, 128, 2),
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "So400m": (1152, 27, 4304, 16),
+    "H": (1280, 32, 5120, 16),
+    "g": (1408, 40, 6144, 16),
+    "G": (1664, 48, 8192, 16),
+    "e": (1792, 56, 15360, 16),
+}
+
+
+def decode_variant(variant: str | None) -> dict[str, Any]:
+  """'B/16' -> dict(width=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=(16, 16))."""
+  if variant is None:
+    return {}
+  name, _, patch = variant.partition("/")
+  if name not in VARIANTS:
+    raise ValueError(f"unknown model variant {name!r} in {variant!r}; known: {list(VARIANTS)}")
+  width, depth, mlp_dim, num_heads = VARIANTS[name]
+  out = dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads)
+  if patch:
+    if not patch.isdigit():
+      raise ValueError(f"bad patch size {patch!r} in variant {variant!r}; expected e.g. 'B/16'")
+    out["patch_size"] = (int(patch), int(patch))
+  return out
+
+
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.) -> np.ndarray:
+  """Fixed 2-D sine-cosine position embedding [1, h*w, width] (MoCo v3 / big_vision layout)."""
+  if width % 4:
+    raise ValueError(f"sincos2d position embedding needs width divisible by 4, got {width}")
+  y, x = np.mgrid[:h, :w]
+  omega = 1. / temperature ** (np.arange(width // 4) / (width // 4 - 1 or 1))
+  y = np.einsum("m,d->md", y.flatten(), omega)
+  x = np.einsum("m,d->md", x.flatten(), omega)
+  pe = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+  return pe[None].astype(np.float32)
+
+
+def _pos_embedding(module: nn.Module, kind: str, seqshape: tuple[int, int], width: int):
+  if kind == "learn":
+    return module.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(width)),
+                        (1, np.prod(seqshape), width), jnp.float32)
+  if kind == "sincos2d":
+    return jnp.asarray(posemb_sincos_2d(*seqshape, width))
+  raise ValueError(f"unknown posemb {kind!r}; known: learn, sincos2d")
+
+
+class ViT(nn.Module):
+  """Vision Transformer: images [B, H, W, 3] -> (embedding [B, num_classes or D], aux dict)."""
+
+  variant: str | None = None
+  width: int | None = None
+  depth: int | None = None
+  mlp_dim: int | None = None
+  num_heads: int | None = None
+  patch_size: tuple[int, int] | None = None
+  num_classes: int | None = None
+  posemb: str = "learn"
+  pool_type: str = "map"
+  head_zeroinit: bool = False
+  dtype_mm: Any = jnp.float32
+  scan: bool = False
+  remat_policy: str = "none"
+
+  def hparams(self) -> dict[str, Any]:
+    """The variant's hyper-parameters, with any explicitly given field taking precedence."""
+    hp = decode_variant(self.variant)
+    for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
+      if getattr(self, k) is not None:
+        hp[k] = tuple(getattr(self, k)) if k == "patch_size" else getattr(self, k)
+    missing = {"width", "depth", "mlp_dim", "num_heads", "patch_size"} - set(hp)
+    if missing:
+      raise ValueError(f"ViT needs {sorted(missing)}: give a variant such as 'B/16' or set them")
+    return hp
+
+  @nn.compact
+  def __call__(self, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    hp = self.hparams()
+    out = {}
+    x = nn.Conv(hp["width"], hp["patch_size"], strides=hp["patch_size"], padding="VALID",
+                dtype=self.dtype_mm, name="embedding")(image.astype(jnp.float32))
+    n, h, w, c = x.shape
+    x = jnp.reshape(x, [n, h * w, c]).astype(jnp.float32)  # [B, N, D]
+    x = x + _pos_embedding(self, self.posemb, (h, w), c)
+    if self.pool_type == "tok":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, c), x.dtype)
+      x = jnp.concatenate([jnp.tile(cls, [n, 1, 1]), x], axis=1)
+    x = layers.Encoder(hp["depth"], hp["mlp_dim"], hp["num_heads"], self.dtype_mm,
+                       scan=self.scan, remat_policy=self.remat_policy, name="Transformer")(x)
+    out["encoded"] = x
+    x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm)
+    out["pre_logits"] = x  # [B, D]
+    if self.num_classes:
+      init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
+      x = nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype_mm, name="head")(x)
+      x = x.astype(jnp.float32)
+    return x, out

@@ -1,0 +1,99 @@
+"""The optax chain from the config: schedule, clipping, Adam(W), decoupled weight decay, freezing.
+
+update = -lr(t) * lr_mult * adam(g)  -  wd * wd_mult * (lr(t) / lr) * param
+
+so `config.wd` is the weight decay itself, following the learning-rate schedule's shape but not
+its scale (big_vision's convention). `lr_mults` and `wd_mults` are (regex, multiplier) rules over
+parameter names (see pytree.py); unmatched parameters get 1.0 for lr and 0.0 for wd, and a
+parameter whose lr multiplier is 0 is frozen (no optimiser state).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from big_vision_lite import pytree
+from big_vision_lite.config import ConfigError
+
+DECAYS = ("cosine", "rsqrt", "linear", "constant")
+
+
+def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0, decay_type: str = "cosine",
+                  timescale: int = 10_000, min_lr: float = 0.0) -> Callable[[jax.Array], jax.Array]:
+  """Linear warmup to `lr`, then cosine / rsqrt / linear decay (to `min_lr`) or constant."""
+  if decay_type not in DECAYS:
+    raise ConfigError(f"unknown config.schedule.decay_type {decay_type!r}; known: {DECAYS}")
+  if warmup_steps >= total_steps:
+    raise ConfigError(f"warmup ({warmup_steps} steps) must be shorter than the run "
+                      f"({total_steps} steps)")
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = jnp.minimum(1.0, (step + 1) / max(warmup_steps, 1)) if warmup_steps else 1.0
+    frac = jnp.clip((step - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+    if decay_type == "cosine":
+      decay = min_lr / lr + (1 - min_lr / lr) * 0.5 * (1 + jnp.cos(jnp.pi * frac))
+    elif decay_type == "linear":
+      decay = min_lr / lr + (1 - min_lr / lr) * (1 - frac)
+    elif decay_type == "rsqrt":
+      decay = jnp.sqrt(timescale / jnp.maximum(step - warmup_steps + timescale, timescale))
+    else:
+      decay = 1.0
+    return lr * warm * decay
+
+  return schedule
+
+
+def make(config: ml_collections.ConfigDict, params, total_steps: int):
+  """Returns (optax transform, lr schedule) for `params` from the config."""
+  sc = config.schedule
+  schedule = make_schedule(config.lr, total_steps, sc.get("warmup_steps", 0),
+                           sc.get("decay_type", "cosine"), sc.get("timescale", 10_000),
+                           sc.get("min_lr", 0.0))
+  lr_mults = pytree.rule_tree(config.get("lr_mults") or (), params, 1.0)
+  wd_mults = pytree.rule_tree(config.get("wd_mults") or (), params, 0.0)
+  opt = config.optax
+  name = opt.get("name", "adam")
+  if name == "adam":
+    inner = optax.scale_by_adam(b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
+                                eps=opt.get("eps", 1e-8))
+  elif name == "sgd":
+    inner = optax.trace(decay=opt.get("momentum", 0.9))
+  else:
+    raise ConfigError(f"unknown config.optax.name {name!r}; known: adam, sgd")
+  chain = [inner]
+  if config.get("grad_clip_norm"):
+    chain.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))
+  chain.append(_scale_by_tree(lr_mults))
+  if config.wd:
+    chain.append(_add_decayed_weights(jax.tree.map(lambda m: m * config.wd / config.lr, wd_mults)))
+  chain.append(optax.scale_by_schedule(lambda step: -schedule(step)))
+  tx = optax.chain(*chain)
+  frozen = jax.tree.map(lambda m: "frozen" if m == 0 else "train", lr_mults)
+  if any(label == "frozen" for label in jax.tree.leaves(frozen)):
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, frozen)
+  return tx, schedule
+
+
+def _is_masked(x) -> bool:
+  return isinstance(x, optax.MaskedNode)
+
+
+def _scale_by_tree(mults) -> optax.GradientTransformation:
+  """Multiplies each update by its parameter's multiplier (frozen leaves arrive masked)."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u if _is_masked(u) or m == 1 else u * m, updates, mults,
+                        is_leaf=_is_masked), state
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def _add_decayed_weights(coefs) -> optax.GradientTransformation:
+  """Adds coef * param to each update (decoupled weight decay, before the lr scaling)."""
+  def update(updates, state, params):
+    return jax.tree.map(lambda u, p, c: u if _is_masked(u) or not c else u + c * p,
+                        updates, params, coefs, is_leaf=_is_masked), state
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)

@@ -1,0 +1,207 @@
+"""Trains a two-tower contrastive model (SigLIP sigmoid or CLIP softmax loss).
+
+  python -m big_vision_lite.train --config configs/siglip_shapes.py --workdir DIR [--config.KEY=VALUE ...]
+
+Re-running the same command on the same DIR resumes from the newest checkpoint.
+Multi-process: add --coordinator_address HOST:PORT --num_processes N --process_id I, or launch
+under SLURM / on a TPU slice (detected from the environment).
+"""
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from big_vision_lite import checkpoint as ckpt_lib
+from big_vision_lite import config as config_lib
+from big_vision_lite import distributed, losses, metrics, optim
+from big_vision_lite import sharding as sharding_lib
+from big_vision_lite import evaluators
+from big_vision_lite.data import loader
+from big_vision_lite.data import tokenizer as tok_lib
+from big_vision_lite.evaluators.common import Embedder
+from big_vision_lite.models.two_towers import TwoTowers
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ml_collections.ConfigDict]:
+  """Flags and the config with its `--config.KEY=VALUE` overrides applied."""
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
+  p.add_argument("--workdir", required=True, help="checkpoints, metrics and config go here")
+  p.add_argument("--coordinator_address", default=None)
+  p.add_argument("--num_processes", type=int, default=None)
+  p.add_argument("--process_id", type=int, default=None)
+  args, rest = p.parse_known_args(argv)
+  config = config_lib.load(args.config)
+  config_lib.parse_overrides(config, rest)
+  return args, config
+
+
+def build_model(config: ml_collections.ConfigDict) -> TwoTowers:
+  return TwoTowers(**config.model.to_dict())
+
+
+def create_train_state(config, model: TwoTowers, mesh, total_steps: int, batch_example):
+  """Returns (tx, schedule, abstract_state, state_shardings, init_fn).
+
+  The state is {'params', 'opt', 'step'}; `init_fn(rng)` creates it directly with its shardings.
+  """
+  def init_params(rng):
+    return model.init(rng, batch_example["image"], batch_example["labels"])["params"]
+
+  abstract_params = jax.eval_shape(init_params, jax.random.key(0))
+  tx, schedule = optim.make(config, abstract_params, total_steps)
+
+  def init_state(rng):
+    params = init_params(rng)
+    return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  shardings = sharding_lib.state_shardings(mesh, abstract_state, abstract_params,
+                                           config.get("sharding_rules") or ())
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                abstract_state, shardings)
+  init_fn = jax.jit(init_state, out_shardings=shardings)
+  return tx, schedule, abstract_state, shardings, init_fn
+
+
+def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardings, mesh):
+  """The jitted update step (state donated): (state, batch) -> (state, metrics)."""
+  loss_fn_impl = losses.LOSSES[loss_name]
+
+  def loss_fn(params, batch):
+    zimg, ztxt, out = model.apply({"params": params}, batch["image"], batch["labels"])
+    loss, logits = loss_fn_impl(zimg, ztxt, out["t"], out["b"])
+    return loss, (logits, out["t"], out["b"])
+
+  def update(state, batch):
+    (loss, (logits, t, b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch)
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    measured = {"loss": loss, "t": t, "b": b, "lr": schedule(state["step"]),
+                "grad_norm": optax.global_norm(grads), **losses.batch_metrics(logits)}
+    return {"params": params, "opt": opt, "step": state["step"] + 1}, measured
+
+  return jax.jit(update, donate_argnums=0,
+                 in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
+
+
+def _print(*args) -> None:
+  if jax.process_index() == 0:
+    print(*args, flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  """Trains (or resumes) and returns the final evaluation metrics."""
+  args, config = parse_args(sys.argv[1:] if argv is None else argv)
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+
+  # --- Mesh and config checks.
+  mesh = sharding_lib.make_mesh(config.get("mesh") or (("data", -1),))
+  config_lib.validate(config, mesh.devices.size)
+  total_steps = config_lib.resolve_steps(config, "total", config.batch_size)
+  workdir = os.path.abspath(args.workdir)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config_lib.to_json(config))
+  _print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
+         f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
+
+  # --- Input.
+  train_iter = loader.make_input(config.input, config.batch_size)
+  vocab = tok_lib.get(config.input.get("tokenizer") or tok_lib.SHAPES_MODEL).vocab_size
+  if config.model.text.vocab_size < vocab:
+    raise config_lib.ConfigError(f"config.model.text.vocab_size={config.model.text.vocab_size} "
+                                 f"is smaller than the tokenizer's {vocab} pieces")
+  first = train_iter.batch(0)
+  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
+
+  # --- Model, optimiser, sharded state.
+  model = build_model(config)
+  tx, schedule, abstract_state, shardings, init_fn = create_train_state(
+      config, model, mesh, total_steps, example)
+  update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+
+  # --- Restore the newest checkpoint, or initialise.
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
+  if ckpt.latest_step() is not None:
+    state, data_state, step = ckpt.restore(abstract_state)
+    train_iter.set_state(data_state)
+    _print(f"resumed from {ckpt.directory}/{step}")
+  else:
+    state, step = init_fn(jax.random.key(config.seed)), 0
+  num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
+  _print(f"model: {num_params / 1e6:.2f}M parameters; loss: {config.loss}; "
+         f"{total_steps} steps of batch {config.batch_size}")
+
+  # --- Evaluators.
+  embedder = Embedder(model, mesh, config.get("eval_batch_size") or 256)
+  defaults = dict(image_size=config.input.data.get("image_size", 64), max_len=config.input.max_len,
+                  tokenizer=config.input.get("tokenizer") or tok_lib.SHAPES_MODEL)
+  evals = evaluators.make(config.evals, embedder, defaults)
+
+  def run_evals(step: int, final: bool) -> dict[str, float]:
+    results = {}
+    for name, (evaluator, every) in evals.items():
+      if final or step % (every or config.eval_steps) == 0:
+        results.update(evaluator.run(state["params"]))
+    return results
+
+  # --- Training loop.
+  writer = metrics.Writer(workdir, resume_step=step)
+  clock = metrics.Throughput(config.batch_size, step, total_steps)
+  results: dict[str, float] = {}
+  while step < total_steps:
+    batch = loader.to_global(next(train_iter), batch_sharding)
+    state, measured = update(state, batch)
+    step += 1
+    row = {}
+    if step % config.log_training_steps == 0 or step == total_steps or step == 1:
+      speed = clock.measure(step)
+      row = {f"train/{k}": float(v) for k, v in jax.device_get(measured).items()}
+      row.update({f"train/{k}": v for k, v in speed.items()})
+      eta = ("(includes compilation)" if step == 1 else
+             f"| ETA {metrics.format_duration(speed['eta_sec'])}")
+      _print(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "
+             f"t {row['train/t']:.2f} | b {row['train/b']:.2f} | lr {row['train/lr']:.2e} | "
+             f"{speed['img_per_sec']:.0f} img/s {eta}")
+    with clock.paused():
+      if step % config.ckpt_steps == 0 or step == total_steps:
+        ckpt.save(step, state, train_iter.get_state())
+      results = run_evals(step, final=step == total_steps)
+      if results:
+        row.update(results)
+        if step < total_steps:  # The final results are printed once, below.
+          _print("  " + "  ".join(f"{k} {v:.3f}" for k, v in sorted(results.items())))
+    if row:
+      writer.write(step, row)
+  if not results:  # Resumed at (or past) the end: evaluate the final state once more.
+    results = run_evals(step, final=True)
+  ckpt.close()
+  writer.close()
+  train_iter.close()
+  _print("final evaluation:")
+  for k, v in sorted(results.items()):
+    _print(f"  {k:45s} {v:.4f}")
+  return results
+
+
+if __name__ == "__main__":
+  try:
+    main()
+  except (config_lib.ConfigError, ckpt_lib.CheckpointMismatch) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,56 @@
+"""SigLIP (sigmoid loss) on the embedded shapes dataset: the default, a few minutes on a laptop CPU.
+
+  python -m big_vision_lite.train --config configs/siglip_shapes.py --workdir /tmp/siglip_shapes
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # parameter init (data has its own seed in input.data.seed)
+  c.batch_size = 128              # global batch, split over all devices of all processes
+  c.total_steps = 1100            # or total_examples
+  c.log_training_steps = 100       # print and write train/* metrics every N steps
+  c.ckpt_steps = 500              # checkpoint every N steps (and at the end)
+  c.keep_ckpts = 2                # newest checkpoints kept on disk
+  c.eval_steps = 1100             # run config.evals every N steps (and at the end)
+  c.eval_batch_size = 256         # global batch for embedding evaluation sets
+
+  c.loss = "sigmoid"              # 'sigmoid' (SigLIP) or 'softmax' (CLIP)
+  c.lr = 1e-3                     # peak learning rate
+  c.wd = 1e-4                     # decoupled weight decay (follows the schedule's shape)
+  c.grad_clip_norm = 1.0          # global-norm gradient clipping (None to disable)
+  c.wd_mults = ((".*/kernel$", 1.0),)  # (regex, mult): weight decay on matrices only
+  c.lr_mults = ()                 # (regex, mult) over parameter names; mult 0 freezes
+  c.optax = dict(name="adam", b1=0.9, b2=0.95)  # SigLIP's Adam b2
+  c.schedule = dict(warmup_steps=60, decay_type="cosine")  # cosine | rsqrt | linear | constant
+
+  c.model = dict(
+      image=dict(variant="mu/16", width=128, depth=3, mlp_dim=512, num_heads=4,  # 16x16 patches
+                 pool_type="map", posemb="learn"),
+      text=dict(variant="mu", width=128, depth=1, mlp_dim=512, num_heads=4,
+                vocab_size=256, pool_type="last"),
+      out_dim=128,                # shared embedding size (projection heads)
+      temperature_init=10.0,      # t = exp(t'), t' learnable
+      # Learnable b (None for none). SigLIP's -10 is the log-prior of a positive pair at batch
+      # ~32k; at batch 128 it is ~-log(128) ~ -5, and -10 makes the towers collapse early on.
+      bias_init=-5.0,
+      dtype_mm="float32",         # matmul dtype: float32, or bfloat16 on accelerators
+  )
+
+  c.input = dict(
+      data=dict(name="shapes", seed=0, image_size=64),
+      max_len=12,                 # text length in tokens (padded / truncated); captions <= 11
+      tokenizer=None,             # sentencepiece .model; None = the shipped shapes tokenizer
+  )
+
+  c.evals = dict(
+      zeroshot=dict(type="zeroshot", num_examples=512,
+                    tasks=("shapes_shape", "shapes_color", "shapes_combo_heldout")),
+      retrieval=dict(type="retrieval", dataset="shapes", num_examples=512),
+  )
+  c.mesh = (("data", -1),)        # device mesh axes; batch is split over all of them
+  c.sharding_rules = ()           # (regex, axis) over parameter names; unmatched = replicated
+  return c

@@ -1,0 +1,171 @@
+"""The trainer: sharded equivalence, end-to-end outputs, exact resume after kill -9, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from big_vision_lite import checkpoint as ckpt_lib
+from big_vision_lite import config as config_lib
+from big_vision_lite import metrics, pytree, sharding, train
+from big_vision_lite.data import loader
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "siglip_shapes.py")
+TINY = [
+    "--config.batch_size=16", "--config.model.image.variant=mu/8", "--config.model.image.width=32",
+    "--config.model.image.mlp_dim=64", "--config.model.image.depth=1",
+    "--config.model.image.num_heads=2", "--config.model.text.width=32",
+    "--config.model.text.mlp_dim=64", "--config.model.text.depth=1",
+    "--config.model.text.num_heads=2", "--config.model.out_dim=16",
+    "--config.input.data.image_size=32", "--config.schedule.warmup_steps=2",
+    "--config.evals.zeroshot.num_examples=24", "--config.evals.retrieval.num_examples=24",
+    "--config.eval_batch_size=16",
+]
+
+
+def _tiny_config(*overrides):
+  cfg = config_lib.load(CONFIG)
+  config_lib.parse_overrides(cfg, TINY + list(overrides))
+  return cfg
+
+
+def _run_steps(cfg, mesh, num_steps):
+  it = loader.make_input(cfg.input, cfg.batch_size)
+  first = it.batch(0)
+  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
+  model = train.build_model(cfg)
+  tx, schedule, _, shardings, init_fn = train.create_train_state(cfg, model, mesh, 10, example)
+  update = train.make_update_fn(model, tx, schedule, cfg.loss, shardings, mesh)
+  state = init_fn(jax.random.key(0))
+  losses = []
+  for step in range(num_steps):
+    state, m = update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+    losses.append(float(m["loss"]))
+  it.close()
+  return losses, jax.device_get(state["params"])
+
+
+def _assert_params_close(a, b):
+  for (name, x), (_, y) in zip(pytree.named_leaves(a), pytree.named_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+# SGD updates are linear in the gradient, so parameters must agree to float32 tolerance. Adam
+# divides by sqrt(v): parameters whose gradient is ~0 (biases initialised at 1e-6) take ~lr-sized
+# steps whose sign is float32 noise, so with Adam the check is the loss trajectory instead.
+@pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
+def test_step_on_8_devices_equals_1_device(loss):
+  assert jax.device_count() == 8
+  cfg = _tiny_config(f"--config.loss={loss}", "--config.optax.name=sgd")
+  losses1, params1 = _run_steps(cfg, sharding.make_mesh(devices=jax.devices()[:1]), 3)
+  losses8, params8 = _run_steps(cfg, sharding.make_mesh(), 3)
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+  _assert_params_close(params8, params1)
+
+
+def test_adam_loss_trajectory_on_8_devices_equals_1_device():
+  cfg = _tiny_config()
+  losses1, _ = _run_steps(cfg, sharding.make_mesh(devices=jax.devices()[:1]), 4)
+  losses8, _ = _run_steps(cfg, sharding.make_mesh(), 4)
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+
+
+def test_fsdp_sharded_step_equals_replicated():
+  cfg = _tiny_config("--config.optax.name=sgd")
+  losses_r, params_r = _run_steps(cfg, sharding.make_mesh(), 3)
+  cfg.sharding_rules = ((".*", "fsdp"),)
+  losses_f, params_f = _run_steps(cfg, sharding.make_mesh((("data", 2), ("fsdp", 4))), 3)
+  np.testing.assert_allclose(losses_f, losses_r, rtol=1e-5)
+  _assert_params_close(params_f, params_r)
+
+
+def test_end_to_end_outputs(tmp_path):
+  results = train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+      "--config.total_steps=4", "--config.log_training_steps=2", "--config.ckpt_steps=2",
+      "--config.eval_steps=4", "--config.keep_ckpts=1"])
+  for task in ("shapes_shape", "shapes_color", "shapes_combo_heldout"):
+    assert 0 <= results[f"zeroshot/{task}/top1"] <= 1
+  rows = metrics.read(str(tmp_path))
+  assert [r["step"] for r in rows] == [1, 2, 4]
+  for key in ("train/loss", "train/t", "train/b", "train/lr", "train/img_per_sec",
+              "train/grad_norm", "train/pos_logit", "train/neg_logit", "train/img2txt_acc",
+              "train/txt2img_acc"):
+    assert np.isfinite(rows[-1][key]), key
+  for key in ("zeroshot/shapes_shape/top1", "retrieval/shapes/img2txt_r@1",
+              "retrieval/shapes/txt2img_r@1"):
+    assert key in rows[-1]
+  assert json.load(open(tmp_path / "config.json"))["batch_size"] == 16
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+  # The same workdir with a different model: a loud, specific error.
+  with pytest.raises(ckpt_lib.CheckpointMismatch,
+                     match=r"params/img/MAPHead_0/probe: checkpoint \(1, 1, 32\) vs model "
+                           r"\(1, 1, 48\)"):
+    train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+        "--config.total_steps=6", "--config.model.image.width=48"])
+
+
+def _final_params(workdir):
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = mngr.latest_step()
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  mngr.close()
+  return step, restored["state"]["params"]
+
+
+def _train_cmd(workdir, steps):
+  return [sys.executable, "-m", "big_vision_lite.train", "--config", CONFIG, "--workdir",
+          str(workdir)] + TINY + [f"--config.total_steps={steps}", "--config.ckpt_steps=4",
+                                  "--config.log_training_steps=4", f"--config.eval_steps={steps}",
+                                  "--config.keep_ckpts=2"]
+
+
+def test_resume_after_kill9_reproduces_uninterrupted_run(tmp_path):
+  steps = 40
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  subprocess.run(_train_cmd(tmp_path / "straight", steps), check=True, env=env,
+                 capture_output=True)
+  # Interrupted run: kill -9 as soon as a checkpoint past step 8 is committed.
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_train_cmd(killed, steps), env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpt_dir = killed / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    done = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if ckpt_dir.exists() else []
+    if any(s >= 8 for s in done):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run finished before it could be interrupted"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  interrupted_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert interrupted_at < steps
+  out = subprocess.run(_train_cmd(killed, steps), check=True, env=env, capture_output=True,
+                       text=True)
+  assert "resumed from" in out.stdout
+  step_a, params_a = _final_params(tmp_path / "straight")
+  step_b, params_b = _final_params(killed)
+  assert step_a == step_b == steps
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+  logged = [r["step"] for r in metrics.read(str(killed))]
+  assert logged == sorted(set(logged)), "resumed run must not duplicate metric rows"
+
+
+def test_bad_config_key_fails_at_start_with_a_clear_message(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "big_vision_lite.train", "--config", CONFIG, "--workdir",
+       str(tmp_path), "--config.batchsize=8"],
+      env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+  assert out.returncode == 2
+  assert "unknown config key 'batchsize' (did you mean 'batch_size'?)" in out.stderr
