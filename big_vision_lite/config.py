@@ -14,7 +14,7 @@ TOP_LEVEL_KEYS = {  # key -> required
     "log_training_steps": True, "ckpt_steps": True, "keep_ckpts": True, "eval_steps": True,
     "loss": True, "lr": True, "wd": True, "grad_clip_norm": False, "lr_mults": False,
     "wd_mults": False, "model": True, "optax": True, "schedule": True, "input": True,
-    "evals": True, "eval_batch_size": False, "mesh": False, "sharding_rules": False,
+    "evals": True, "eval_batch_size": False, "grad_accum_steps": False, "mesh": False, "sharding_rules": False,
 }
 
 
@@ -121,18 +121,22 @@ def _check(cond: bool, msg: str) -> None:
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   """Fails fast, naming the key, on a config that cannot run."""
-  from big_vision_lite.losses import LOSSES  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.losses import NAMES  # pylint: disable=import-outside-toplevel
   for key in cfg:
     if key not in TOP_LEVEL_KEYS:
       raise _unknown(key, ml_collections.ConfigDict({k: None for k in TOP_LEVEL_KEYS}))
   for key, required in TOP_LEVEL_KEYS.items():
     _check(not required or key in cfg, f"config is missing required key {key!r}")
-  _check(cfg.loss in LOSSES, f"config.loss={cfg.loss!r} is not one of {sorted(LOSSES)}")
+  _check(cfg.loss in NAMES, f"config.loss={cfg.loss!r} is not one of {list(NAMES)}")
   _check(isinstance(cfg.batch_size, int) and cfg.batch_size > 0,
          f"config.batch_size must be a positive int, got {cfg.batch_size!r}")
   _check(cfg.batch_size % num_devices == 0,
          f"config.batch_size={cfg.batch_size} is not divisible by the {num_devices} devices; "
          f"use a multiple of {num_devices}")
+  accum = cfg.get("grad_accum_steps") or 1
+  _check(isinstance(accum, int) and accum >= 1 and cfg.batch_size % (accum * num_devices) == 0,
+         f"config.grad_accum_steps={accum}: batch_size {cfg.batch_size} must be divisible by "
+         f"grad_accum_steps x devices = {accum * num_devices}")
   _check(cfg.get("total_steps") is not None or cfg.get("total_examples") is not None,
          "set config.total_steps (or total_examples)")
   for key in ("log_training_steps", "ckpt_steps", "eval_steps", "keep_ckpts"):

@@ -74,26 +74,60 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, batch_e
   return tx, schedule, abstract_state, shardings, init_fn
 
 
-def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardings, mesh):
-  """The jitted update step (state donated): (state, batch) -> (state, metrics)."""
-  loss_fn_impl = losses.LOSSES[loss_name]
+def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardings, mesh,
+                   accum_steps: int = 1):
+  """The jitted update step (state donated): (state, batch) -> (state, metrics).
 
-  def loss_fn(params, batch):
+  With `accum_steps` > 1 the gradient is still that of the contrastive loss over the whole
+  global batch, not an average of per-micro-batch losses: all micro-batches are embedded
+  first (activations discarded), the loss and its gradient w.r.t. the embeddings are taken
+  over the full batch, then each micro-batch is re-embedded and back-propagated with its slice
+  of those gradients. Activation memory is one micro-batch's; the cost is one extra forward.
+  """
+  contrastive = losses.make(loss_name, mesh)
+  batch_spec = sharding_lib.batch_sharding(mesh)
+
+  def embed(params, batch):
     zimg, ztxt, out = model.apply({"params": params}, batch["image"], batch["labels"])
-    loss, logits = loss_fn_impl(zimg, ztxt, out["t"], out["b"])
-    return loss, (logits, out["t"], out["b"])
+    return zimg, ztxt, out["t"], out["b"]
+
+  def grads_full_batch(params, batch):
+    def loss_fn(params):
+      zimg, ztxt, t, b = embed(params, batch)
+      loss, measured = contrastive(zimg, ztxt, t, b)
+      return loss, {**measured, "t": t, "b": b}
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  def grads_accumulated(params, batch):
+    # Micro-batch m takes rows m, m + accum, ...: every device keeps holding its own rows.
+    micro = jax.tree.map(lambda x: jnp.swapaxes(
+        x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1), batch)
+    zimg, ztxt, t, b = jax.lax.map(lambda mb: embed(params, mb), micro)  # [accum, B/accum, E]
+    flat = lambda z: jax.lax.with_sharding_constraint(z.reshape(-1, z.shape[-1]), batch_spec)
+    (loss, measured), (dzimg, dztxt, dt, db) = jax.value_and_grad(
+        contrastive, argnums=(0, 1, 2, 3), has_aux=True)(flat(zimg), flat(ztxt), t[0], b[0])
+    dzimg, dztxt = (d.reshape(zimg.shape) for d in (dzimg, dztxt))
+
+    def backprop(grads, xs):
+      mb, dzi, dzt = xs
+      _, vjp = jax.vjp(lambda p: embed(p, mb), params)
+      (g,) = vjp((dzi, dzt, dt / accum_steps, db / accum_steps))
+      return jax.tree.map(jnp.add, grads, g), None
+
+    grads, _ = jax.lax.scan(backprop, jax.tree.map(jnp.zeros_like, params),
+                            (micro, dzimg, dztxt))
+    return (loss, {**measured, "t": t[0], "b": b[0]}), grads
+
+  compute_grads = grads_full_batch if accum_steps == 1 else grads_accumulated
 
   def update(state, batch):
-    (loss, (logits, t, b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch)
+    (loss, measured), grads = compute_grads(state["params"], batch)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    measured = {"loss": loss, "t": t, "b": b, "lr": schedule(state["step"]),
-                "grad_norm": optax.global_norm(grads), **losses.batch_metrics(logits)}
+    measured.update(loss=loss, lr=schedule(state["step"]), grad_norm=optax.global_norm(grads))
     return {"params": params, "opt": opt, "step": state["step"] + 1}, measured
 
-  return jax.jit(update, donate_argnums=0,
-                 in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
+  return jax.jit(update, donate_argnums=0, in_shardings=(state_shardings, batch_spec),
                  out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
 
 
@@ -132,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   model = build_model(config)
   tx, schedule, abstract_state, shardings, init_fn = create_train_state(
       config, model, mesh, total_steps, example)
-  update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh)
+  update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh,
+                          config.get("grad_accum_steps") or 1)
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
   # --- Restore the newest checkpoint, or initialise.

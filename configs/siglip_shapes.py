@@ -17,8 +17,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.keep_ckpts = 2                # newest checkpoints kept on disk
   c.eval_steps = 1100             # run config.evals every N steps (and at the end)
   c.eval_batch_size = 256         # global batch for embedding evaluation sets
+  c.grad_accum_steps = 1          # >1: same update as the full batch, micro-batch activations
 
-  c.loss = "sigmoid"              # 'sigmoid' (SigLIP) or 'softmax' (CLIP)
+  c.loss = "sigmoid"              # sigmoid (SigLIP) | softmax (CLIP) | sigmoid_chunked | softmax_local
   c.lr = 1e-3                     # peak learning rate
   c.wd = 1e-4                     # decoupled weight decay (follows the schedule's shape)
   c.grad_clip_norm = 1.0          # global-norm gradient clipping (None to disable)

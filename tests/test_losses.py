@@ -99,3 +99,53 @@ def test_batch_metrics_on_known_logits():
   np.testing.assert_allclose(float(m["neg_logit"]), (1 + 0 + 2 + 3 + 0 + 0) / 6)
   np.testing.assert_allclose(float(m["img2txt_acc"]), 2 / 3)  # row 1 picks column 2
   np.testing.assert_allclose(float(m["txt2img_acc"]), 2 / 3)  # column 1 picks row 0 or 1 (tie -> 0)
+
+
+# --- Distributed variants against the dense losses, on 8 simulated devices.
+
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+from big_vision_lite import sharding  # noqa: E402
+
+
+def _sharded_embeddings(mesh, n=32, e=8, seed=3):
+  x, y = _embeddings(n, e, seed)
+  spec = NamedSharding(mesh, P(tuple(mesh.axis_names)))
+  return (jax.device_put(jnp.asarray(x, jnp.float32), spec),
+          jax.device_put(jnp.asarray(y, jnp.float32), spec))
+
+
+@pytest.mark.parametrize("axes", [(("data", -1),), (("data", 4), ("fsdp", 2))])
+@pytest.mark.parametrize("name,dense", [("sigmoid_chunked", "sigmoid"),
+                                        ("softmax_local", "softmax")])
+def test_distributed_loss_equals_dense_in_value_gradient_and_metrics(axes, name, dense):
+  mesh = sharding.make_mesh(axes)
+  x, y = _sharded_embeddings(mesh)
+  t, b = jnp.float32(7.0), jnp.float32(-3.0)
+  ref_fn, fn = losses.make(dense, mesh), losses.make(name, mesh)
+
+  def value_and_grads(f):
+    g = jax.jit(jax.value_and_grad(lambda *a: f(*a)[0], argnums=(0, 1, 2, 3)))
+    return g(x, y, t, b)
+
+  (ref, ref_grads), (val, grads) = value_and_grads(ref_fn), value_and_grads(fn)
+  np.testing.assert_allclose(float(val), float(ref), rtol=1e-5)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-6)
+  ref_m, m = jax.jit(ref_fn)(x, y, t, b)[1], jax.jit(fn)(x, y, t, b)[1]
+  for k in ref_m:
+    np.testing.assert_allclose(float(m[k]), float(ref_m[k]), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_chunked_sigmoid_matches_float64_reference():
+  mesh = sharding.make_mesh()
+  x, y = _sharded_embeddings(mesh, n=16, e=5, seed=4)
+  loss, _ = jax.jit(losses.make("sigmoid_chunked", mesh))(x, y, 10.0, -10.0)
+  np.testing.assert_allclose(float(loss), naive_sigmoid(np.asarray(x, np.float64),
+                                                        np.asarray(y, np.float64), 10.0, -10.0),
+                             rtol=1e-5)
+
+
+def test_unknown_loss_lists_known():
+  with pytest.raises(ValueError, match="unknown loss 'hinge'.*sigmoid_chunked"):
+    losses.make("hinge")

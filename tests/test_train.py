@@ -38,13 +38,13 @@ def _tiny_config(*overrides):
   return cfg
 
 
-def _run_steps(cfg, mesh, num_steps):
+def _run_steps(cfg, mesh, num_steps, accum_steps=1):
   it = loader.make_input(cfg.input, cfg.batch_size)
   first = it.batch(0)
   example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
   model = train.build_model(cfg)
   tx, schedule, _, shardings, init_fn = train.create_train_state(cfg, model, mesh, 10, example)
-  update = train.make_update_fn(model, tx, schedule, cfg.loss, shardings, mesh)
+  update = train.make_update_fn(model, tx, schedule, cfg.loss, shardings, mesh, accum_steps)
   state = init_fn(jax.random.key(0))
   losses = []
   for step in range(num_steps):
@@ -86,6 +86,17 @@ def test_fsdp_sharded_step_equals_replicated():
   losses_f, params_f = _run_steps(cfg, sharding.make_mesh((("data", 2), ("fsdp", 4))), 3)
   np.testing.assert_allclose(losses_f, losses_r, rtol=1e-5)
   _assert_params_close(params_f, params_r)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "sigmoid_chunked", "softmax_local"])
+def test_gradient_accumulation_equals_the_full_batch(loss):
+  cfg = _tiny_config(f"--config.loss={loss}", "--config.optax.name=sgd",
+                     "--config.batch_size=32")
+  mesh = sharding.make_mesh()
+  losses_full, params_full = _run_steps(cfg, mesh, 2)
+  losses_acc, params_acc = _run_steps(cfg, mesh, 2, accum_steps=4)
+  np.testing.assert_allclose(losses_acc, losses_full, rtol=1e-5)
+  _assert_params_close(params_acc, params_full)
 
 
 def test_end_to_end_outputs(tmp_path):
