@@ -75,3 +75,23 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def restore_params(directory: str, step: int | None = None):
+  """The parameters of checkpoint `step` (default: newest) as host numpy arrays.
+
+  Works whatever device topology wrote the checkpoint (another mesh, several processes): the
+  arrays are read onto this process's first device.
+  """
+  ckpt = Checkpointer(directory)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint under {ckpt.directory}")
+  meta = ckpt.manager.item_metadata(step)["state"]
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        dict(meta))
+  restored = ckpt.manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target)))
+  ckpt.close()
+  return jax.device_get(restored["state"]["params"])

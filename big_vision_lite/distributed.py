@@ -14,10 +14,14 @@ def is_multiprocess_env() -> bool:
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
-  """Joins the job when flags or the cluster environment say it has several processes."""
+               process_id: int | None = None, auto: bool = False) -> None:
+  """Joins the job when flags or the cluster environment say it has several processes.
+
+  `auto=True` (the trainer's --distributed) lets JAX detect the cluster itself (TPU VM pod
+  slices, SLURM, Open MPI, Kubernetes).
+  """
   explicit = coordinator is not None or (num_processes or 1) > 1
-  if not explicit and not is_multiprocess_env():
+  if not explicit and not auto and not is_multiprocess_env():
     return
   # CPU devices need a collectives backend across processes; GPUs and TPUs ignore this.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -91,6 +91,32 @@ class Throughput:
             "step_time": step_time, "eta_sec": step_time * (self.total_steps - step)}
 
 
+# Peak dense bfloat16 FLOP/s per chip (vendor figures, without sparsity), by device_kind substring.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12,
+    "TPU v6": 918e12, "TPU v5p": 459e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
+    "TPU v4": 275e12, "TPU v3": 123e12,
+}
+
+
+def peak_flops(device_kind: str) -> float | None:
+  """Peak bf16 FLOP/s of one device from its `device_kind`, or None if unknown (e.g. CPU)."""
+  for name, flops in PEAK_BF16_FLOPS.items():
+    if name.lower() in device_kind.lower():
+      return flops
+  return None
+
+
+def utilisation(flops_per_step: float, step_time: float, num_devices: int,
+                peak_per_device: float | None) -> dict[str, float]:
+  """Achieved TFLOP/s per device and, when the peak is known, model FLOPs utilisation."""
+  achieved = flops_per_step / step_time / num_devices
+  out = {"tflops_per_device": achieved / 1e12}
+  if peak_per_device:
+    out["mfu"] = achieved / peak_per_device
+  return out
+
+
 def format_duration(seconds: float) -> str:
   seconds = int(round(seconds))
   h, rem = divmod(seconds, 3600)

@@ -27,7 +27,7 @@ def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0, decay_type
   if decay_type not in DECAYS:
     raise ConfigError(f"unknown config.schedule.decay_type {decay_type!r}; known: {DECAYS}")
   if warmup_steps >= total_steps:
-    raise ConfigError(f"warmup ({warmup_steps} steps) must be shorter than the run "
+    raise ConfigError(f"config.schedule.warmup_steps={warmup_steps} must be shorter than the run "
                       f"({total_steps} steps)")
 
   def schedule(step):

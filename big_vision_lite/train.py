@@ -3,8 +3,9 @@
   python -m big_vision_lite.train --config configs/siglip_shapes.py --workdir DIR [--config.KEY=VALUE ...]
 
 Re-running the same command on the same DIR resumes from the newest checkpoint.
-Multi-process: add --coordinator_address HOST:PORT --num_processes N --process_id I, or launch
-under SLURM / on a TPU slice (detected from the environment).
+Multi-process: add --coordinator_address HOST:PORT --num_processes N --process_id I to each
+process, launch under SLURM (detected from the environment), or pass --distributed on a TPU VM
+pod slice (JAX detects the cluster). See launch/.
 """
 
 import argparse
@@ -40,6 +41,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ml_collections.Conf
   p.add_argument("--coordinator_address", default=None)
   p.add_argument("--num_processes", type=int, default=None)
   p.add_argument("--process_id", type=int, default=None)
+  p.add_argument("--distributed", action="store_true",
+                 help="multi-process job whose cluster JAX detects (e.g. a TPU VM pod slice)")
   args, rest = p.parse_known_args(argv)
   config = config_lib.load(args.config)
   config_lib.parse_overrides(config, rest)
@@ -131,6 +134,23 @@ def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardin
                  out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
 
 
+def model_flops_per_step(config, mesh, abstract_batch) -> float:
+  """Model FLOPs of one update step: XLA's cost analysis of the plain step (no remat, no
+  scan, no accumulation, so recomputation is not counted and no loop is undercounted)."""
+  plain = config.copy_and_resolve_references()
+  for tower in ("image", "text"):
+    plain.model[tower].scan = False
+    plain.model[tower].remat_policy = "none"
+  model = build_model(plain)
+  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in abstract_batch.items()}
+  total_steps = config_lib.resolve_steps(plain, "total", plain.batch_size)
+  tx, schedule, abstract_state, shardings, _ = create_train_state(plain, model, mesh, total_steps,
+                                                                  example)
+  update = make_update_fn(model, tx, schedule, "sigmoid" if "sigmoid" in plain.loss else
+                          "softmax", shardings, mesh)
+  return float(update.lower(abstract_state, abstract_batch).cost_analysis()["flops"])
+
+
 def _print(*args) -> None:
   if jax.process_index() == 0:
     print(*args, flush=True)
@@ -139,7 +159,8 @@ def _print(*args) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   """Trains (or resumes) and returns the final evaluation metrics."""
   args, config = parse_args(sys.argv[1:] if argv is None else argv)
-  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                         auto=args.distributed)
 
   # --- Mesh and config checks.
   mesh = sharding_lib.make_mesh(config.get("mesh") or (("data", -1),))
@@ -169,6 +190,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh,
                           config.get("grad_accum_steps") or 1)
   batch_sharding = sharding_lib.batch_sharding(mesh)
+  abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, *v.shape[1:]), v.dtype,
+                                            sharding=batch_sharding) for k, v in first.items()}
+  flops_per_step = model_flops_per_step(config, mesh, abstract_batch)
+  peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
   # --- Restore the newest checkpoint, or initialise.
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
@@ -207,12 +232,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if step % config.log_training_steps == 0 or step == total_steps or step == 1:
       speed = clock.measure(step)
       row = {f"train/{k}": float(v) for k, v in jax.device_get(measured).items()}
+      speed.update(metrics.utilisation(flops_per_step, speed["step_time"], jax.device_count(),
+                                       peak))
       row.update({f"train/{k}": v for k, v in speed.items()})
       eta = ("(includes compilation)" if step == 1 else
              f"| ETA {metrics.format_duration(speed['eta_sec'])}")
       _print(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "
              f"t {row['train/t']:.2f} | b {row['train/b']:.2f} | lr {row['train/lr']:.2e} | "
-             f"{speed['img_per_sec']:.0f} img/s {eta}")
+             f"{speed['img_per_sec']:.0f} img/s" +
+             (f" | MFU {speed['mfu']:.1%}" if "mfu" in speed else "") + f" {eta}")
     with clock.paused():
       if step % config.ckpt_steps == 0 or step == total_steps:
         ckpt.save(step, state, train_iter.get_state())

@@ -57,6 +57,7 @@ def test_resolve_steps():
     config_lib.resolve_steps({"total_epochs": 1}, "total", 1)
 
 
-@pytest.mark.parametrize("path", ["configs/siglip_shapes.py", "configs/clip_shapes.py"])
+@pytest.mark.parametrize("path", ["configs/siglip_shapes.py", "configs/clip_shapes.py",
+                                  "configs/siglip_b16_shapes.py"])
 def test_shipped_configs_validate(path):
   config_lib.validate(config_lib.load(path), 8)

@@ -99,3 +99,28 @@ def test_bfloat16_matmuls_keep_float32_params_and_close_outputs():
   z16 = TwoTowers(**kw, dtype_mm="bfloat16").apply(params, img, txt)[0]
   assert z16.dtype == jnp.float32
   np.testing.assert_allclose(z16, z32, atol=5e-2)
+
+
+def test_scan_and_remat_compute_the_same_function_and_gradients():
+  from big_vision_lite.models import layers
+  x = jax.random.normal(jax.random.key(0), (2, 5, 16))
+  plain = layers.Encoder(depth=3, mlp_dim=32, num_heads=2)
+  params = plain.init(jax.random.key(1), x)["params"]
+  # The scanned encoder holds the same blocks stacked on a leading axis.
+  stacked = {"encoderblock": jax.tree.map(lambda *a: jnp.stack(a),
+                                          *[params[f"encoderblock_{i}"] for i in range(3)]),
+             "encoder_norm": params["encoder_norm"]}
+  loss = lambda m, p: jnp.sum(m.apply({"params": p}, x) ** 2)
+  ref, ref_grad = jax.value_and_grad(lambda p: loss(plain, p))(params)
+  for scan, remat, p in [(True, "none", stacked), (False, "nothing_saveable", params),
+                         (True, "dots_saveable", stacked)]:
+    model = layers.Encoder(depth=3, mlp_dim=32, num_heads=2, scan=scan, remat_policy=remat)
+    val, grad = jax.value_and_grad(lambda p: loss(model, p))(p)
+    np.testing.assert_allclose(val, ref, rtol=1e-5)
+    if scan:
+      grad = {f"encoderblock_{i}": jax.tree.map(lambda g: g[i], grad["encoderblock"])
+              for i in range(3)} | {"encoder_norm": grad["encoder_norm"]}
+    # atol: the key-projection bias has an exactly-zero gradient (softmax is shift invariant),
+    # so float32 noise of ~1e-5 is all there is to compare there; other gradients are O(1).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+                 grad, ref_grad)

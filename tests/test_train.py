@@ -10,7 +10,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from big_vision_lite import checkpoint as ckpt_lib
@@ -127,11 +126,8 @@ def test_end_to_end_outputs(tmp_path):
 
 
 def _final_params(workdir):
-  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  step = mngr.latest_step()
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  mngr.close()
-  return step, restored["state"]["params"]
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  return ckpt_lib.Checkpointer(ckpt_dir).latest_step(), ckpt_lib.restore_params(ckpt_dir)
 
 
 def _train_cmd(workdir, steps):

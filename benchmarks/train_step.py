@@ -1,0 +1,77 @@
+"""Prints step time, img/s and MFU of the update step for a config, on synthetic data.
+
+  python benchmarks/train_step.py --config configs/siglip_b16_synthetic.py --batch_size 256
+  python benchmarks/train_step.py --config configs/siglip_shapes.py --config.model.dtype_mm=bfloat16
+
+Random images and token ids are placed on the devices once, so the input pipeline is not
+measured. MFU uses model FLOPs from XLA's cost analysis of the plain step (see train.py) and
+the device's peak bf16 FLOP/s (metrics.PEAK_BF16_FLOPS); --peak_tflops overrides the peak.
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_lite import config as config_lib
+from big_vision_lite import metrics, sharding, train
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--config", default="configs/siglip_shapes.py")
+  p.add_argument("--batch_size", type=int, default=None, help="global batch (default: config's)")
+  p.add_argument("--steps", type=int, default=10, help="timed steps after 2 warm-up steps")
+  p.add_argument("--peak_tflops", type=float, default=None, help="per-device peak, bf16 dense")
+  args, rest = p.parse_known_args()
+  cfg = config_lib.load(args.config)
+  config_lib.parse_overrides(cfg, rest)
+  if args.batch_size:
+    cfg.batch_size = args.batch_size
+  mesh = sharding.make_mesh(cfg.get("mesh") or (("data", -1),))
+  config_lib.validate(cfg, mesh.devices.size)
+
+  size = cfg.input.data.get("image_size", 64)
+  rng = np.random.default_rng(0)
+  batch_np = {"image": rng.uniform(-1, 1, (cfg.batch_size, size, size, 3)).astype(np.float32),
+              "labels": rng.integers(1, cfg.model.text.vocab_size,
+                                     (cfg.batch_size, cfg.input.max_len)).astype(np.int32)}
+  spec = sharding.batch_sharding(mesh)
+  batch = {k: jax.device_put(v, spec) for k, v in batch_np.items()}
+  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in batch_np.items()}
+
+  model = train.build_model(cfg)
+  total_steps = config_lib.resolve_steps(cfg, "total", cfg.batch_size)
+  tx, schedule, _, shardings, init_fn = train.create_train_state(cfg, model, mesh, total_steps,
+                                                                 example)
+  update = train.make_update_fn(model, tx, schedule, cfg.loss, shardings, mesh,
+                                cfg.get("grad_accum_steps") or 1)
+  abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=spec) for k, v in batch.items()}
+  flops = train.model_flops_per_step(cfg, mesh, abstract)
+  state = init_fn(jax.random.key(0))
+  for _ in range(2):
+    state, m = update(state, batch)
+  jax.block_until_ready(m)
+  start = time.perf_counter()
+  for _ in range(args.steps):
+    state, m = update(state, batch)
+  jax.block_until_ready(m)
+  step_time = (time.perf_counter() - start) / args.steps
+
+  n = jax.device_count()
+  kind = jax.devices()[0].device_kind
+  peak = args.peak_tflops * 1e12 if args.peak_tflops else metrics.peak_flops(kind)
+  util = metrics.utilisation(flops, step_time, n, peak)
+  params = sum(x.size for x in jax.tree.leaves(state["params"]))
+  print(f"device: {n} x {kind}; model {params / 1e6:.1f}M params; loss {cfg.loss}; "
+        f"dtype_mm {cfg.model.dtype_mm}; batch {cfg.batch_size}")
+  print(f"step time {step_time * 1e3:.1f} ms | {cfg.batch_size / step_time:.0f} img/s | "
+        f"{cfg.batch_size / step_time / n:.0f} img/s/device | model {flops / 1e12:.3f} TFLOP/step | "
+        f"{util['tflops_per_device']:.2f} TFLOP/s/device | "
+        + (f"MFU {util['mfu']:.1%}" if "mfu" in util else "MFU n/a (unknown peak; --peak_tflops)"))
+
+
+if __name__ == "__main__":
+  main()
