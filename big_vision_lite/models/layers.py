@@ -126,3 +126,15 @@ def pool(x: jax.Array, pool_type: str, mlp_dim: int, num_heads: int, dtype_mm: D
   if pool_type == "last":
     return x[:, -1]
   raise ValueError(f"unknown pool_type {pool_type!r}; known: map, gap, tok, first, last")
+
+
+def head(x: jax.Array, num_classes: int | None, zeroinit: bool, dtype_mm: Dtype) -> jax.Array:
+  """The tower's projection `head` [B, D] -> [B, num_classes] in float32 (identity for None).
+
+  Must be called inside a compact module.
+  """
+  if not num_classes:
+    return x
+  init = nn.initializers.zeros if zeroinit else nn.initializers.lecun_normal()
+  x = nn.Dense(num_classes, kernel_init=init, dtype=dtype_mm, name="head")(x)
+  return x.astype(jnp.float32)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from big_vision_lite.models import layers
-from big_vision_lite.models.vit import decode_variant
+from big_vision_lite.models.vit import resolve_hparams
 
 
 class TextTransformer(nn.Module):
@@ -29,15 +29,7 @@ class TextTransformer(nn.Module):
 
   def hparams(self) -> dict[str, Any]:
     """The variant's hyper-parameters, with any explicitly given field taking precedence."""
-    hp = decode_variant(self.variant)
-    hp.pop("patch_size", None)
-    for k in ("width", "depth", "mlp_dim", "num_heads"):
-      if getattr(self, k) is not None:
-        hp[k] = getattr(self, k)
-    missing = {"width", "depth", "mlp_dim", "num_heads"} - set(hp)
-    if missing:
-      raise ValueError(f"text tower needs {sorted(missing)}: give a variant such as 'B' or set them")
-    return hp
+    return resolve_hparams(self, ("width", "depth", "mlp_dim", "num_heads"), "'B'")
 
   @nn.compact
   def __call__(self, text: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -51,9 +43,5 @@ class TextTransformer(nn.Module):
                        scan=self.scan, remat_policy=self.remat_policy, name="Encoder_0")(x)
     out["encoded"] = x
     x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm)
-    out["pre_logits"] = x
-    if self.num_classes:
-      init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
-      x = nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype_mm, name="head")(x)
-      x = x.astype(jnp.float32)
-    return x, out
+    out["pre_logits"] = x  # [B, D]
+    return layers.head(x, self.num_classes, self.head_zeroinit, self.dtype_mm), out

@@ -41,6 +41,17 @@ def decode_variant(variant: str | None) -> dict[str, Any]:
   return out
 
 
+def resolve_hparams(tower: Any, keys: tuple[str, ...], example: str) -> dict[str, Any]:
+  """`tower.variant`'s hyper-parameters for `keys`, overridden by fields the tower sets."""
+  hp = {k: v for k, v in decode_variant(tower.variant).items() if k in keys}
+  hp.update({k: getattr(tower, k) for k in keys if getattr(tower, k) is not None})
+  missing = set(keys) - set(hp)
+  if missing:
+    raise ValueError(f"{type(tower).__name__} needs {sorted(missing)}: give a variant such as "
+                     f"{example} or set them")
+  return hp
+
+
 def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.) -> np.ndarray:
   """Fixed 2-D sine-cosine position embedding [1, h*w, width] (MoCo v3 / big_vision layout)."""
   if width % 4:
@@ -81,13 +92,8 @@ class ViT(nn.Module):
 
   def hparams(self) -> dict[str, Any]:
     """The variant's hyper-parameters, with any explicitly given field taking precedence."""
-    hp = decode_variant(self.variant)
-    for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
-      if getattr(self, k) is not None:
-        hp[k] = tuple(getattr(self, k)) if k == "patch_size" else getattr(self, k)
-    missing = {"width", "depth", "mlp_dim", "num_heads", "patch_size"} - set(hp)
-    if missing:
-      raise ValueError(f"ViT needs {sorted(missing)}: give a variant such as 'B/16' or set them")
+    hp = resolve_hparams(self, ("width", "depth", "mlp_dim", "num_heads", "patch_size"), "'B/16'")
+    hp["patch_size"] = tuple(hp["patch_size"])
     return hp
 
   @nn.compact
@@ -107,8 +113,4 @@ class ViT(nn.Module):
     out["encoded"] = x
     x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm)
     out["pre_logits"] = x  # [B, D]
-    if self.num_classes:
-      init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
-      x = nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype_mm, name="head")(x)
-      x = x.astype(jnp.float32)
-    return x, out
+    return layers.head(x, self.num_classes, self.head_zeroinit, self.dtype_mm), out
