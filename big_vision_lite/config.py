@@ -70,10 +70,17 @@ def override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
   value, old = _parse_value(text), node[leaf]
   if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
     value = float(value)
+  sequence_or_dict = (tuple, list, dict, ml_collections.ConfigDict)
   if (old is not None and value is not None and type(old) is not type(value)
-      and not (isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)))):
+      and not (isinstance(old, sequence_or_dict) and isinstance(value, sequence_or_dict))):
     raise ConfigError(f"config key {key!r} expects {type(old).__name__} (now {old!r}), got {text!r}")
-  node[leaf] = value
+  if isinstance(old, ml_collections.ConfigDict) and isinstance(value, dict):
+    value = ml_collections.ConfigDict(value)
+  if isinstance(node, ml_collections.ConfigDict) and isinstance(old, ml_collections.ConfigDict):
+    with node.ignore_type():  # A dict may replace a dict (or a list of them, for mixtures).
+      node[leaf] = value
+  else:
+    node[leaf] = value
 
 
 def parse_overrides(cfg: ml_collections.ConfigDict, argv: list[str]) -> None:

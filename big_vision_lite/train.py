@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
   # --- Evaluators.
   embedder = Embedder(model, mesh, config.get("eval_batch_size") or 256)
-  defaults = dict(image_size=config.input.data.get("image_size", 64), max_len=config.input.max_len,
+  defaults = dict(image_size=first["image"].shape[1], max_len=config.input.max_len,
                   tokenizer=config.input.get("tokenizer") or tok_lib.SHAPES_MODEL)
   evals = evaluators.make(config.evals, embedder, defaults)
 
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       speed.update(metrics.utilisation(flops_per_step, speed["step_time"], jax.device_count(),
                                        peak))
       row.update({f"train/{k}": v for k, v in speed.items()})
+      if hasattr(train_iter, "skipped"):  # Bad records skipped so far, over all processes.
+        row["data/skipped"] = int(np.sum(multihost_utils.process_allgather(
+            np.int64(train_iter.skipped))))
       eta = ("(includes compilation)" if step == 1 else
              f"| ETA {metrics.format_duration(speed['eta_sec'])}")
       _print(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "

@@ -42,9 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   c.input = dict(
+      # One source or a list of them (each with an optional `weight`): shapes, or
+      # dict(name='tar', pattern='/data/shards-{00000..00099}.tar') with an op string in `pp`.
       data=dict(name="shapes", seed=0, image_size=64),
+      pp=None,                    # op string; None = the built-in shapes stream (no grain)
       max_len=12,                 # text length in tokens (padded / truncated); captions <= 11
       tokenizer=None,             # sentencepiece .model; None = the shipped shapes tokenizer
+      seed=0,                     # shuffling and augmentation seed (grain pipelines)
+      num_workers=0,              # grain worker processes (0: preprocess in the trainer)
   )
 
   c.evals = dict(

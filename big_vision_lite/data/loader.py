@@ -10,10 +10,11 @@ import collections
 import concurrent.futures
 from typing import Any
 
+import grain
 import jax
 import numpy as np
 
-from big_vision_lite.data import shapes, tokenizer as tok_lib
+from big_vision_lite.data import ops, shapes, sources, tokenizer as tok_lib
 
 
 def to_global(local_batch: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
@@ -77,11 +78,124 @@ class ShapesInput:
     self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+_SKIPPED = "__skipped__"
+
+
+class _Preprocess:
+  """Picklable per-example step run in grain workers: standardize + ops, or a skip marker."""
+
+  def __init__(self, pp: str):
+    self.pp = pp
+    self.pipeline = ops.parse(pp)
+
+  def __call__(self, record, rng):
+    try:
+      return self.pipeline(sources.standardize(record), rng)
+    except Exception as e:  # pylint: disable=broad-except
+      # Any bad record (corrupt image, missing caption, unreadable member) is skipped and
+      # counted, never a crash; the reason travels with the marker for the log.
+      return {_SKIPPED: f"{type(e).__name__}: {e}"[:300]}
+
+  def __getstate__(self):
+    return {"pp": self.pp}
+
+  def __setstate__(self, state):
+    self.__init__(state["pp"])
+
+
+class GrainInput:
+  """Local batches from one source or a weighted mixture, through a grain pipeline.
+
+  Each process reads a disjoint 1/process_count of every source (shuffled with `seed`, a new
+  permutation every epoch), preprocessing runs in `num_workers` processes with per-example
+  random streams, and the iterator state (saved in checkpoints) resumes the exact sequence.
+  """
+
+  def __init__(self, *, data, pp: str, global_batch: int, seed: int = 0, num_workers: int = 0,
+               process_index: int | None = None, process_count: int | None = None):
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if global_batch % process_count:
+      raise ValueError(f"batch_size {global_batch} is not divisible by {process_count} processes")
+    self.local_batch = global_batch // process_count
+    entries = list(data) if isinstance(data, (list, tuple)) else [data]
+    datasets, weights = [], []
+    for k, entry in enumerate(entries):
+      source = sources.make(entry)
+      if len(source) < process_count:
+        raise ValueError(f"data source {dict(entry)} has {len(source)} examples, fewer than the "
+                         f"{process_count} processes")
+      for warning in getattr(source, "warnings", []):
+        print(f"warning: {warning}", flush=True)
+      ds = grain.MapDataset.source(source)[process_index::process_count]
+      datasets.append(ds.shuffle(seed=seed + k).repeat())
+      weights.append(float(dict(entry).get("weight", 1.0)))
+    ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
+    ds = ds.random_map(_Preprocess(pp), seed=seed).to_iter_dataset()
+    if num_workers:
+      _absl_flags_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    self._iter = iter(ds)
+    self.skipped = 0
+    self.last_skip_reason = None
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    examples = []
+    while len(examples) < self.local_batch:
+      ex = next(self._iter)
+      if _SKIPPED in ex:
+        self.skipped += 1
+        self.last_skip_reason = ex[_SKIPPED]
+        continue
+      examples.append(ex)
+    return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    """A batch with the pipeline's shapes (for building the model); does not advance."""
+    del step
+    state = self.get_state()
+    out = next(self)
+    self.set_state(state)
+    return out
+
+  def get_state(self) -> dict[str, Any]:
+    return {"grain": self._iter.get_state(), "skipped": self.skipped}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._iter.set_state(state["grain"])
+    self.skipped = int(state["skipped"])
+
+  def close(self) -> None:
+    close = getattr(self._iter, "close", None)
+    if close:
+      close()
+
+
+def _absl_flags_parsed() -> None:
+  """grain's worker processes read absl flags; mark them parsed when no absl app ran."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
 def make_input(input_config, global_batch: int):
-  """The training input iterator named by `config.input.data.name`."""
-  data = dict(input_config.data)
-  name = data.pop("name", None)
-  if name == "shapes":
+  """The training input iterator for `config.input`.
+
+  `input.data` is one source dict or a list of them (each with an optional `weight`), e.g.
+  dict(name='tar', pattern='/data/shards-{00000..00099}.tar'); `input.pp` is the op string.
+  Without `input.pp`, `data=dict(name='shapes', ...)` uses the built-in shapes stream.
+  """
+  pp = input_config.get("pp")
+  data = input_config.data
+  if not pp:
+    data = dict(data)
+    if data.pop("name", None) != "shapes":
+      raise ValueError("config.input.pp (the preprocessing op string) is required for "
+                       f"config.input.data={data}")
     return ShapesInput(global_batch=global_batch, max_len=input_config.max_len,
                        tokenizer=input_config.get("tokenizer") or tok_lib.SHAPES_MODEL, **data)
-  raise ValueError(f"unknown config.input.data.name {name!r}; known: ['shapes']")
+  return GrainInput(data=data, pp=pp, global_batch=global_batch,
+                    seed=input_config.get("seed", 0), num_workers=input_config.get("num_workers", 0))

@@ -1,0 +1,236 @@
+"""Preprocessing ops and the op-string parser.
+
+  decode|resize(224)|flip_lr|value_range(-1,1)|choice(inkey='captions',outkey='text')|
+  tokenize(max_len=64,inkey='text',outkey='labels')|keep('image','labels')
+
+`parse(spec)` builds every op at start (unknown op or bad argument: an error naming it) and
+returns `fn(example: dict, rng: np.random.Generator) -> dict`. Each op is a factory in OPS
+returning `op(example, rng) -> example`; random ops draw only from `rng`, so a pipeline given
+a per-example seeded generator is deterministic (and resumable).
+"""
+
+import ast
+import inspect
+import io
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from big_vision_lite.data import tokenizer as tok_lib
+
+Op = Callable[[dict, np.random.Generator], dict]
+
+
+def _image_op(fn) -> Callable[..., Op]:
+  """Wraps fn(image, rng, *args) into an op on example[key] (key='image' by default)."""
+  def factory(*args, key: str = "image", **kwargs) -> Op:
+    def op(example, rng):
+      return {**example, key: fn(example[key], rng, *args, **kwargs)}
+    return op
+  factory.__signature__ = inspect.signature(fn).replace(parameters=[
+      *list(inspect.signature(fn).parameters.values())[2:],
+      inspect.Parameter("key", inspect.Parameter.KEYWORD_ONLY, default="image")])
+  factory.__doc__ = fn.__doc__
+  return factory
+
+
+def _decode(data, rng, channels: int = 3) -> np.ndarray:
+  """Encoded bytes (JPEG, PNG, WebP, ...) -> uint8 [H, W, channels]; arrays pass through."""
+  del rng
+  if isinstance(data, np.ndarray):
+    return data
+  with Image.open(io.BytesIO(data)) as img:
+    img.draft("RGB", (img.width, img.height))  # Lets JPEG skip work it does not need.
+    return np.asarray(img.convert("RGB" if channels == 3 else "L")).reshape(
+        img.height, img.width, channels)
+
+
+def _resize(image, rng, size, method: str = "bilinear") -> np.ndarray:
+  """Resizes to `size` (int: square, or (height, width)), antialiased."""
+  del rng
+  h, w = (size, size) if isinstance(size, int) else tuple(size)
+  return _pil_resize(image, h, w, method)
+
+
+def _pil_resize(image: np.ndarray, h: int, w: int, method: str = "bilinear") -> np.ndarray:
+  methods = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+  if method not in methods:
+    raise ValueError(f"resize method {method!r} not in {sorted(methods)}")
+  if image.shape[:2] == (h, w):
+    return image
+  pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+  return np.asarray(pil.resize((w, h), methods[method])).reshape(h, w, image.shape[-1])
+
+
+def _resize_small(image, rng, size: int, method: str = "bilinear") -> np.ndarray:
+  """Resizes so that the shorter side is `size`, keeping the aspect ratio."""
+  del rng
+  h, w = image.shape[:2]
+  scale = size / min(h, w)
+  return _pil_resize(image, max(size, round(h * scale)), max(size, round(w * scale)), method)
+
+
+def _central_crop(image, rng, size) -> np.ndarray:
+  """The central `size` crop (int: square, or (height, width))."""
+  del rng
+  ch, cw = (size, size) if isinstance(size, int) else tuple(size)
+  h, w = image.shape[:2]
+  if ch > h or cw > w:
+    raise ValueError(f"central_crop({size}) is larger than the {h}x{w} image; resize first")
+  top, left = (h - ch) // 2, (w - cw) // 2
+  return image[top:top + ch, left:left + cw]
+
+
+def _inception_crop(image, rng, size=None, area_min: float = 5, area_max: float = 100,
+                    ratio_min: float = 3 / 4, ratio_max: float = 4 / 3) -> np.ndarray:
+  """Random crop covering area_min..area_max % of the image with aspect ratio in
+  [ratio_min, ratio_max] (log-uniform), then resized to `size` if given (Inception-style)."""
+  h, w = image.shape[:2]
+  for _ in range(10):
+    area = h * w * rng.uniform(area_min, area_max) / 100
+    ratio = np.exp(rng.uniform(np.log(ratio_min), np.log(ratio_max)))
+    ch, cw = int(round(np.sqrt(area / ratio))), int(round(np.sqrt(area * ratio)))
+    if 0 < ch <= h and 0 < cw <= w:
+      break
+  else:  # Fall back to the largest centred crop with a valid aspect ratio.
+    ch, cw = h, min(w, int(round(h * ratio_max)))
+  top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+  crop = image[top:top + ch, left:left + cw]
+  if size is None:
+    return crop
+  sh, sw = (size, size) if isinstance(size, int) else tuple(size)
+  return _pil_resize(crop, sh, sw)
+
+
+def _flip_lr(image, rng) -> np.ndarray:
+  """Mirrors left-right with probability 1/2."""
+  return image[:, ::-1] if rng.random() < 0.5 else image
+
+
+def _value_range(image, rng, vmin: float = -1, vmax: float = 1) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [vmin, vmax]."""
+  del rng
+  return image.astype(np.float32) * ((vmax - vmin) / 255.) + vmin
+
+
+def choice(inkey: str = "captions", outkey: str | None = None) -> Op:
+  """Picks one element of the list example[inkey] uniformly at random."""
+  def op(example, rng):
+    items = example[inkey]
+    if len(items) == 0:
+      raise ValueError(f"choice: {inkey!r} is empty")
+    return {**example, outkey or inkey: items[int(rng.integers(len(items)))]}
+  return op
+
+
+def tokenize(max_len: int, inkey: str = "text", outkey: str = "labels",
+             model: str = tok_lib.SHAPES_MODEL) -> Op:
+  """Text -> int32 [max_len] ids with the sentencepiece `model` (lower-cased, EOS, 0-padded)."""
+  tok = tok_lib.get(model)
+
+  def op(example, rng):
+    del rng
+    text = example[inkey]
+    if isinstance(text, bytes):
+      text = text.decode("utf-8")
+    return {**example, outkey: tok.encode([text], max_len)[0]}
+  return op
+
+
+def keep(*keys: str) -> Op:
+  """Keeps only `keys`."""
+  def op(example, rng):
+    del rng
+    missing = [k for k in keys if k not in example]
+    if missing:
+      raise KeyError(f"keep: {missing} not in the example (has {sorted(example)})")
+    return {k: example[k] for k in keys}
+  return op
+
+
+def rename(**names: str) -> Op:
+  """rename(new='old', ...): renames keys."""
+  def op(example, rng):
+    del rng
+    out = {k: v for k, v in example.items() if k not in names.values()}
+    out.update({new: example[old] for new, old in names.items()})
+    return out
+  return op
+
+
+OPS: dict[str, Callable[..., Op]] = {
+    "decode": _image_op(_decode),
+    "resize": _image_op(_resize),
+    "resize_small": _image_op(_resize_small),
+    "central_crop": _image_op(_central_crop),
+    "inception_crop": _image_op(_inception_crop),
+    "flip_lr": _image_op(_flip_lr),
+    "value_range": _image_op(_value_range),
+    "choice": choice,
+    "tokenize": tokenize,
+    "keep": keep,
+    "rename": rename,
+}
+
+
+def split_ops(spec: str) -> list[str]:
+  """Splits on '|' outside quotes and brackets."""
+  parts, depth, quote, start = [], 0, None, 0
+  for i, ch in enumerate(spec):
+    if quote:
+      if ch == quote and spec[i - 1] != "\\":
+        quote = None
+    elif ch in "'\"":
+      quote = ch
+    elif ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == "|" and depth == 0:
+      parts.append(spec[start:i])
+      start = i + 1
+  if quote or depth:
+    raise ValueError(f"unbalanced quotes or brackets in preprocessing string {spec!r}")
+  parts.append(spec[start:])
+  return [p.strip() for p in parts if p.strip()]
+
+
+def _parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
+  try:
+    node = ast.parse(text, mode="eval").body
+  except SyntaxError as e:
+    raise ValueError(f"cannot parse preprocessing op {text!r}: {e.msg}") from None
+  if isinstance(node, ast.Name):
+    return node.id, [], {}
+  if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+    raise ValueError(f"preprocessing op {text!r} should look like name or name(args)")
+  try:
+    args = [ast.literal_eval(a) for a in node.args]
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+  except ValueError:
+    raise ValueError(f"arguments of {text!r} must be literals (numbers, strings, tuples)") from None
+  return node.func.id, args, kwargs
+
+
+def parse(spec: str) -> Op:
+  """Builds the pipeline `fn(example, rng) -> example` from an op string."""
+  ops = []
+  for text in split_ops(spec):
+    name, args, kwargs = _parse_call(text)
+    if name not in OPS:
+      raise ValueError(f"unknown preprocessing op {name!r} in {text!r}; known ops: {sorted(OPS)}")
+    factory = OPS[name]
+    try:
+      inspect.signature(factory).bind(*args, **kwargs)
+      ops.append(factory(*args, **kwargs))
+    except TypeError as e:
+      raise ValueError(f"bad arguments for preprocessing op {text!r}: {e}; "
+                       f"signature: {name}{inspect.signature(factory)}") from None
+
+  def pipeline(example: dict, rng: np.random.Generator) -> dict:
+    for op in ops:
+      example = op(example, rng)
+    return example
+
+  return pipeline

@@ -1,0 +1,164 @@
+"""Random-access data sources: image-text tar shards and the embedded shapes dataset.
+
+A source has `__len__` and `__getitem__(i) -> dict` of raw fields; `standardize` turns a raw
+record into `{'image': encoded bytes or uint8 array, 'captions': [str, ...]}`, raising
+`BadRecord` when it cannot (the loader skips and counts those).
+"""
+
+import glob
+import json
+import os
+import re
+import tarfile
+import threading
+from typing import Any
+
+from big_vision_lite.data import shapes
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class BadRecord(ValueError):
+  """A record that cannot become an example (missing image or caption, unreadable bytes)."""
+
+
+def expand_pattern(pattern: str) -> list[str]:
+  """Paths for a directory, a glob, a brace range (`shards-{00000..00099}.tar`), or a
+  comma-separated list of those; sorted within each part."""
+  paths = []
+  for part in pattern.split(","):
+    part = part.strip()
+    m = re.search(r"\{(\d+)\.\.(\d+)\}", part)
+    if m:
+      lo, hi, width = int(m.group(1)), int(m.group(2)), len(m.group(1))
+      paths.extend(part[:m.start()] + str(i).zfill(width) + part[m.end():]
+                   for i in range(lo, hi + 1))
+    elif os.path.isdir(part):
+      paths.extend(sorted(glob.glob(os.path.join(part, "*.tar"))))
+    else:
+      paths.extend(sorted(glob.glob(part)))
+  return [p for p in paths if os.path.isfile(p)]
+
+
+def _index_tar(path: str) -> tuple[list[tuple[str, dict[str, tuple[int, int]]]], str | None]:
+  """[(key, {ext: (data offset, size)})] in file order, and an error if the tar is cut short."""
+  samples: dict[str, dict[str, tuple[int, int]]] = {}
+  error = None
+  try:
+    with tarfile.open(path, "r:") as tar:
+      for member in tar:
+        if not member.isfile():
+          continue
+        base = os.path.basename(member.name)
+        if base.startswith("."):
+          continue
+        key, _, ext = base.partition(".")
+        key = os.path.join(os.path.dirname(member.name), key)
+        samples.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size)
+  except (tarfile.TarError, OSError) as e:
+    error = f"{type(e).__name__}: {e}"
+  return list(samples.items()), error
+
+
+class TarShards:
+  """Samples of image-text tar shards (img2dataset layout: KEY.jpg + KEY.txt [+ KEY.json]).
+
+  Shards are indexed (member headers only) at start and read in place, never unpacked.
+  """
+
+  def __init__(self, pattern: str):
+    self.pattern = pattern
+    self.files = expand_pattern(pattern)
+    if not self.files:
+      raise FileNotFoundError(
+          f"no tar shards match {pattern!r}: give a directory of .tar files, a glob, or a range "
+          "such as /data/shards-{00000..00099}.tar; to write shards from images and captions "
+          "run `python -m big_vision_lite.tools.make_shards --help`")
+    self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
+    self.warnings: list[str] = []
+    for i, path in enumerate(self.files):
+      entries, error = _index_tar(path)
+      if error:
+        self.warnings.append(f"{path}: unreadable after {len(entries)} samples ({error})")
+      self.samples.extend((i, key, members) for key, members in entries)
+    if not self.samples:
+      raise ValueError(f"the tar shards matching {pattern!r} ({len(self.files)} files) contain no "
+                       "samples" + (f": {self.warnings[0]}" if self.warnings else ""))
+    self._local = threading.local()
+
+  def __len__(self) -> int:
+    return len(self.samples)
+
+  def _handle(self, file_index: int):
+    handles = self._local.__dict__.setdefault("handles", {})
+    if file_index not in handles:
+      handles[file_index] = open(self.files[file_index], "rb")  # pylint: disable=consider-using-with
+    return handles[file_index]
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    file_index, key, members = self.samples[index]
+    f = self._handle(file_index)
+    record = {"__key__": key}
+    for ext, (offset, size) in members.items():
+      f.seek(offset)
+      record[ext] = f.read(size)
+    return record
+
+  def __getstate__(self):  # File handles stay behind when the source goes to a worker process.
+    state = dict(self.__dict__)
+    state.pop("_local")
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._local = threading.local()
+
+
+class ShapesSource:
+  """The embedded shapes split as a finite random-access source of `size` examples."""
+
+  def __init__(self, split: str = "train", seed: int = 0, image_size: int = 64,
+               size: int = 1 << 20):
+    self.split, self.seed, self.image_size, self.size = split, seed, image_size, size
+
+  def __len__(self) -> int:
+    return self.size
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    ex = shapes.draw(self.seed, self.split, int(index), self.image_size)
+    return {"image": ex["image"], "captions": ex["captions"]}
+
+
+def standardize(record: dict[str, Any]) -> dict[str, Any]:
+  """A raw record -> {'image', 'captions'}; BadRecord if either is missing or unreadable."""
+  if "captions" in record and "image" in record:
+    return record
+  image = next((record[e] for e in IMAGE_EXTS if e in record), None)
+  if image is None:
+    raise BadRecord(f"{record.get('__key__')}: no image ({'/'.join(IMAGE_EXTS)}) in the sample")
+  captions = []
+  if "txt" in record:
+    captions = [c.strip() for c in record["txt"].decode("utf-8", "replace").splitlines()]
+  elif "json" in record:
+    try:
+      meta = json.loads(record["json"])
+    except ValueError as e:
+      raise BadRecord(f"{record.get('__key__')}: unreadable json ({e})") from None
+    caption = meta.get("caption") or meta.get("text")
+    captions = caption if isinstance(caption, list) else [caption] if caption else []
+  captions = [c for c in captions if c]
+  if not captions:
+    raise BadRecord(f"{record.get('__key__')}: no caption (.txt or .json 'caption')")
+  return {"image": image, "captions": captions}
+
+
+def make(data: dict[str, Any]):
+  """The source for one `config.input.data` entry (without its `weight`)."""
+  data = dict(data)
+  name = data.pop("name", None)
+  data.pop("weight", None)
+  if name == "tar":
+    return TarShards(**data)
+  if name == "shapes":
+    return ShapesSource(**data)
+  raise ValueError(f"unknown data source {name!r}; known: 'tar' (pattern=...), 'shapes'")

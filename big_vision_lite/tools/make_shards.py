@@ -1,0 +1,98 @@
+"""Writes image-text tar shards (img2dataset layout) from a folder of images and a captions file.
+
+  python -m big_vision_lite.tools.make_shards --images DIR --captions captions.csv --output OUT
+  python -m big_vision_lite.tools.make_shards --images DIR --captions captions.jsonl --output OUT
+
+captions.csv has columns `file,caption`; captions.jsonl has {"file": ..., "caption": ...} per
+line (`caption` may be a list). A file listed several times gets all its captions. Each sample
+is KEY.<ext> (the original image bytes) + KEY.txt (one caption per line) + KEY.json. Shards are
+OUT/shards-00000.tar, ...; point a config at them with
+input.data=dict(name='tar', pattern='OUT/shards-{00000..0000N}.tar') or just pattern='OUT'.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import tarfile
+from collections import OrderedDict
+
+
+def read_captions(path: str) -> "OrderedDict[str, list[str]]":
+  """{image file: [captions]} in file order, from .csv (file,caption) or .jsonl."""
+  out: OrderedDict[str, list[str]] = OrderedDict()
+  with open(path, encoding="utf-8") as f:
+    if path.endswith(".csv"):
+      rows = csv.DictReader(f)
+      if not rows.fieldnames or not {"file", "caption"} <= set(rows.fieldnames):
+        raise SystemExit(f"{path}: expected a header with columns 'file' and 'caption'")
+      pairs = [(r["file"], r["caption"]) for r in rows]
+    else:
+      pairs = []
+      for n, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            rec = json.loads(line)
+            caps = rec["caption"] if isinstance(rec["caption"], list) else [rec["caption"]]
+            pairs.extend((rec["file"], c) for c in caps)
+          except (ValueError, KeyError) as e:
+            raise SystemExit(f"{path}:{n}: expected {{\"file\": ..., \"caption\": ...}} ({e})")
+  for file, caption in pairs:
+    out.setdefault(file, []).append(caption)
+  return out
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+  info = tarfile.TarInfo(name)
+  info.size = len(data)
+  tar.addfile(info, io.BytesIO(data))
+
+
+def write_shards(samples, output: str, samples_per_shard: int = 1000) -> list[str]:
+  """Writes [(key, image bytes, image ext, [captions])] to OUTPUT/shards-NNNNN.tar."""
+  os.makedirs(output, exist_ok=True)
+  paths, tar, tmp = [], None, None
+  for i, (key, data, ext, captions) in enumerate(samples):
+    if i % samples_per_shard == 0:
+      if tar:
+        tar.close()
+        os.replace(tmp, paths[-1])
+      paths.append(os.path.join(output, f"shards-{len(paths):05d}.tar"))
+      tmp = paths[-1] + ".tmp"
+      tar = tarfile.open(tmp, "w")  # pylint: disable=consider-using-with
+    _add(tar, f"{key}.{ext}", data)
+    _add(tar, f"{key}.txt", "\n".join(captions).encode("utf-8"))
+    _add(tar, f"{key}.json", json.dumps({"caption": captions, "key": key}).encode("utf-8"))
+  if tar:
+    tar.close()
+    os.replace(tmp, paths[-1])
+  return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--images", required=True, help="folder the caption file's paths are relative to")
+  p.add_argument("--captions", required=True, help="captions .csv (file,caption) or .jsonl")
+  p.add_argument("--output", required=True, help="folder for shards-NNNNN.tar")
+  p.add_argument("--samples_per_shard", type=int, default=1000)
+  args = p.parse_args(argv)
+  captions = read_captions(args.captions)
+  if not captions:
+    raise SystemExit(f"{args.captions}: no captions")
+  missing = [f for f in captions if not os.path.isfile(os.path.join(args.images, f))]
+  if missing:
+    raise SystemExit(f"{len(missing)} listed images are not under {args.images}, e.g. {missing[0]}")
+
+  def samples():
+    for i, (file, caps) in enumerate(captions.items()):
+      with open(os.path.join(args.images, file), "rb") as f:
+        data = f.read()
+      yield f"{i:09d}", data, os.path.splitext(file)[1].lstrip(".").lower() or "jpg", caps
+
+  paths = write_shards(samples(), args.output, args.samples_per_shard)
+  print(f"wrote {len(captions)} samples in {len(paths)} shards under {args.output}")
+
+
+if __name__ == "__main__":
+  main()

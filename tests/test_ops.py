@@ -1,0 +1,100 @@
+"""Preprocessing ops against references, and the op-string parser's errors."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from big_vision_lite.data import ops, shapes, tokenizer
+
+RNG = lambda seed=0: np.random.default_rng(seed)  # noqa: E731
+
+
+def _image(h=30, w=40, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _run(spec, example, seed=0):
+  return ops.parse(spec)(example, RNG(seed))
+
+
+def test_decode_png_exact_and_jpeg_close():
+  img = _image()
+  png, jpg = io.BytesIO(), io.BytesIO()
+  Image.fromarray(img).save(png, "PNG")
+  smooth = shapes.draw(0, "test", 0, image_size=48)["image"]  # JPEG suits drawn images, not noise
+  Image.fromarray(smooth).save(jpg, "JPEG", quality=95)
+  np.testing.assert_array_equal(_run("decode", {"image": png.getvalue()})["image"], img)
+  out = _run("decode", {"image": jpg.getvalue()})["image"]
+  assert out.shape == smooth.shape and np.mean(np.abs(out.astype(int) - smooth)) < 3
+  gray = io.BytesIO()
+  Image.fromarray(img[..., 0]).save(gray, "PNG")
+  assert _run("decode", {"image": gray.getvalue()})["image"].shape == (30, 40, 3)
+
+
+def test_resize_matches_pil_and_resize_small_keeps_aspect():
+  img = _image()
+  ref = np.asarray(Image.fromarray(img).resize((20, 10), Image.BILINEAR))
+  np.testing.assert_array_equal(_run("resize((10, 20))", {"image": img})["image"], ref)
+  assert _run("resize(16)", {"image": img})["image"].shape == (16, 16, 3)
+  assert _run("resize_small(15)", {"image": img})["image"].shape == (15, 20, 3)
+
+
+def test_central_crop_is_the_centre():
+  img = _image()
+  np.testing.assert_array_equal(_run("central_crop(10)", {"image": img})["image"],
+                                img[10:20, 15:25])
+  with pytest.raises(ValueError, match="larger than the 30x40 image"):
+    _run("central_crop(50)", {"image": img})
+
+
+def test_inception_crop_is_a_resized_window_within_bounds():
+  img = np.arange(100 * 100, dtype=np.int64).reshape(100, 100)
+  img3 = np.stack([img % 256] * 3, -1).astype(np.uint8)
+  for seed in range(20):
+    out = _run("inception_crop(area_min=20, area_max=60)", {"image": img3}, seed)["image"]
+    area = out.shape[0] * out.shape[1] / 100 ** 2
+    assert 0.18 <= area <= 0.62 and 3 / 4 - 0.05 <= out.shape[1] / out.shape[0] <= 4 / 3 + 0.05
+  assert _run("inception_crop(24)", {"image": img3})["image"].shape == (24, 24, 3)
+
+
+def test_flip_lr_is_random_and_deterministic_per_rng():
+  img = _image()
+  outs = [_run("flip_lr", {"image": img}, s)["image"] for s in range(16)]
+  flipped = [np.array_equal(o, img[:, ::-1]) for o in outs]
+  assert all(f or np.array_equal(o, img) for f, o in zip(flipped, outs))
+  assert 0 < sum(flipped) < 16
+  np.testing.assert_array_equal(_run("flip_lr", {"image": img}, 3)["image"], outs[3])
+
+
+def test_value_range():
+  out = _run("value_range(-1, 1)", {"image": np.array([[[0, 255, 51]]], np.uint8)})["image"]
+  np.testing.assert_allclose(out, [[[-1, 1, -0.6]]], rtol=1e-6)
+  assert out.dtype == np.float32
+
+
+def test_choice_tokenize_keep_rename():
+  ex = {"image": 1, "captions": ["a red circle", "a blue square"], "extra": 0}
+  picks = {_run("choice(inkey='captions', outkey='text')", ex, s)["text"] for s in range(20)}
+  assert picks == set(ex["captions"])
+  out = _run("choice(inkey='captions', outkey='text')|tokenize(max_len=8)|keep('image', 'labels')",
+             ex)
+  assert set(out) == {"image", "labels"}
+  np.testing.assert_array_equal(out["labels"],
+                                tokenizer.get().encode([_run("choice(inkey='captions', "
+                                                             "outkey='text')", ex)["text"]], 8)[0])
+  assert set(_run("rename(img='image')", ex)) == {"img", "captions", "extra"}
+
+
+def test_pipe_inside_strings_and_errors():
+  assert ops.split_ops("a|b(x='1|2')|c") == ["a", "b(x='1|2')", "c"]
+  with pytest.raises(ValueError, match=r"unknown preprocessing op 'decod'.*known ops: \['central_crop'"):
+    ops.parse("decod|resize(2)")
+  with pytest.raises(ValueError, match=r"bad arguments for preprocessing op 'resize\(sz=2\)'.*"
+                                       r"signature: resize\(size"):
+    ops.parse("resize(sz=2)")
+  with pytest.raises(ValueError, match="unbalanced"):
+    ops.parse("resize(2")
+  with pytest.raises(KeyError, match=r"keep: \['labels'\] not in the example"):
+    _run("keep('labels')", {"image": 0})
