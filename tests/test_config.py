@@ -58,6 +58,7 @@ def test_resolve_steps():
 
 
 @pytest.mark.parametrize("path", ["configs/siglip_shapes.py", "configs/clip_shapes.py",
-                                  "configs/siglip_b16_shapes.py"])
+                                  "configs/siglip_b16_shapes.py", "configs/siglip_coco.py",
+                                  "configs/siglip_b16.py:shards=/data/s-{0..9}.tar"])
 def test_shipped_configs_validate(path):
   config_lib.validate(config_lib.load(path), 8)

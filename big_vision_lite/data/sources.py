@@ -1,4 +1,4 @@
-"""Random-access data sources: image-text tar shards and the embedded shapes dataset.
+"""Random-access data sources: image-text tar shards, tfds (ArrayRecord), the shapes dataset.
 
 A source has `__len__` and `__getitem__(i) -> dict` of raw fields; `standardize` turns a raw
 record into `{'image': encoded bytes or uint8 array, 'captions': [str, ...]}`, raising
@@ -129,6 +129,56 @@ class ShapesSource:
     return {"image": ex["image"], "captions": ex["captions"]}
 
 
+def _lookup(record: dict[str, Any], path: str):
+  for part in path.split("/"):
+    record = record[part]
+  return record
+
+
+class TfdsSource:
+  """A tfds dataset prepared in ArrayRecord format, read through its random-access data source
+  (no TensorFlow in the reading process). `image_key` and `caption_key` ('/'-separated paths
+  into the features, e.g. 'captions/text' for coco_captions) name the fields."""
+
+  def __init__(self, name: str, split: str = "train", data_dir: str | None = None,
+               image_key: str = "image", caption_key: str | None = None):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    self.name, self.split, self.data_dir = name, split, data_dir
+    self.image_key, self.caption_key = image_key, caption_key
+    where = data_dir or "the default data_dir (~/tensorflow_datasets)"
+    hint = (f"prepare it with `python -m big_vision_lite.tools.prepare_tfds {name} --data_dir "
+            f"{data_dir or 'DIR'}` (needs the [prepare] extra: pip install -e '.[prepare]')")
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+      raise FileNotFoundError(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
+                              f"under {where}") from None
+    if not builder.is_prepared():
+      raise FileNotFoundError(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
+    if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+      raise ValueError(f"tfds dataset {name!r} under {where} is stored as "
+                       f"{builder.info.file_format.value}, which needs TensorFlow to read: "
+                       f"{hint}")
+    if split not in builder.info.splits:
+      raise ValueError(f"tfds dataset {name!r} has no split {split!r}; it has "
+                       f"{list(builder.info.splits)}")
+    self.source = builder.as_data_source(split=split)
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = self.source[index]
+    out = {"image": _lookup(record, self.image_key)}
+    if self.caption_key:
+      captions = _lookup(record, self.caption_key)
+      captions = [captions] if isinstance(captions, (str, bytes)) else list(captions)
+      out["captions"] = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in captions]
+    if "label" in record:
+      out["label"] = record["label"]
+    return out
+
+
 def standardize(record: dict[str, Any]) -> dict[str, Any]:
   """A raw record -> {'image', 'captions'}; BadRecord if either is missing or unreadable."""
   if "captions" in record and "image" in record:
@@ -161,4 +211,7 @@ def make(data: dict[str, Any]):
     return TarShards(**data)
   if name == "shapes":
     return ShapesSource(**data)
-  raise ValueError(f"unknown data source {name!r}; known: 'tar' (pattern=...), 'shapes'")
+  if not name:
+    raise ValueError("a data source needs a name: 'tar' (pattern=...), 'shapes', or a tfds "
+                     "dataset name (split=..., data_dir=...)")
+  return TfdsSource(name, **data)

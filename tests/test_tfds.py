@@ -1,0 +1,100 @@
+"""tfds sources: a dataset built for the test in ArrayRecord, read without TensorFlow."""
+
+import io
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from big_vision_lite.data import loader, shapes, sources
+from big_vision_lite.tools import prepare_tfds
+
+
+class BvlTinyCaptions(tfds.core.GeneratorBasedBuilder):
+  """24 drawn images with two captions each and a shape label."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3)),
+        "captions": tfds.features.Sequence({"text": tfds.features.Text()}),
+        "label": tfds.features.ClassLabel(names=list(shapes.SHAPES))}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(24), "test": self._generate_examples(8, 100)}
+
+  def _generate_examples(self, n, offset=0):
+    for i in range(offset, offset + n):
+      ex = shapes.draw(0, "test", i, image_size=40, num_objects=1)
+      buf = io.BytesIO()
+      Image.fromarray(ex["image"]).save(buf, "PNG")  # Encoded bytes: no TensorFlow needed.
+      yield i, {"image": buf.getvalue(), "captions": {"text": ex["captions"][:2]},
+                "label": ex["shape"]}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("tfds"))
+  prepare_tfds.main(["bvl_tiny_captions", "--data_dir", d])
+  return d
+
+
+PP = ("decode|resize(24)|value_range(-1,1)|choice(inkey='captions',outkey='text')|"
+      "tokenize(max_len=12)|keep('image','labels')")
+
+
+def test_reads_images_and_captions_without_tensorflow(data_dir):
+  src = sources.TfdsSource("bvl_tiny_captions", split="train", data_dir=data_dir,
+                           caption_key="captions/text")
+  assert len(src) == 24
+  ex = sources.standardize(src[0])
+  assert ex["image"].shape == (40, 40, 3) and ex["image"].dtype == np.uint8
+  assert len(ex["captions"]) == 2 and all(isinstance(c, str) for c in ex["captions"])
+  assert shapes.SHAPES[int(src[0]["label"])] in ex["captions"][0]
+  assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_the_exact_sequence(data_dir, workers):
+  kw = dict(data={"name": "bvl_tiny_captions", "split": "train", "data_dir": data_dir,
+                  "caption_key": "captions/text"}, pp=PP, global_batch=8, seed=5,
+            num_workers=workers, process_index=0, process_count=1)
+  straight = loader.GrainInput(**kw)
+  expected = [next(straight) for _ in range(7)]  # 56 examples: more than two epochs of 24
+  straight.close()
+  first = loader.GrainInput(**kw)
+  got = [next(first) for _ in range(3)]
+  state = first.get_state()
+  first.close()
+  resumed = loader.GrainInput(**kw)
+  resumed.set_state(state)
+  got += [next(resumed) for _ in range(4)]
+  resumed.close()
+  for a, b in zip(expected, got):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+def test_two_processes_split_a_tfds_split(data_dir):
+  def seen(p):
+    it = loader.GrainInput(data={"name": "bvl_tiny_captions", "split": "test",
+                                 "data_dir": data_dir, "caption_key": "captions/text"},
+                           pp="choice(inkey='captions',outkey='text')|keep('text')",
+                           global_batch=8, process_index=p, process_count=2)
+    return {t.split(" at ")[0] + str(i) for i, t in enumerate(next(it)["text"])}
+  a, b = seen(0), seen(1)
+  assert len(a) == 4 and len(b) == 4
+
+
+def test_clear_errors(data_dir, tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"not prepared under .*prepare_tfds bvl_tiny_captions"):
+    sources.TfdsSource("bvl_tiny_captions", data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="unknown tfds dataset 'no_such_dataset_xyz'"):
+    sources.make({"name": "no_such_dataset_xyz", "data_dir": str(tmp_path)})
+  with pytest.raises(ValueError, match=r"has no split 'validation'; it has \['train', 'test'\]|"
+                                       r"has no split 'validation'; it has \['test', 'train'\]"):
+    sources.TfdsSource("bvl_tiny_captions", split="validation", data_dir=data_dir)
