@@ -35,6 +35,21 @@ def load(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def parse_arg(arg: str | None, known: set[str], config: str) -> dict[str, str]:
+  """A config file's argument 'k1=v1,k2=v2' -> {k1: v1, k2: v2}, rejecting unknown keys."""
+  out = {}
+  for item in (arg or "").split(","):
+    if item.strip():
+      key, sep, value = item.partition("=")
+      if not sep:
+        raise ConfigError(f"{config} argument {item!r} should be key=value")
+      out[key.strip()] = value.strip()
+  unknown = set(out) - known
+  if unknown:
+    raise ConfigError(f"unknown {config} argument(s) {sorted(unknown)}; known: {sorted(known)}")
+  return out
+
+
 def _flat_keys(cfg, prefix="") -> list[str]:
   keys = []
   for k, v in cfg.items():

@@ -17,26 +17,11 @@ import ml_collections
 from big_vision_lite import config as config_lib
 
 
-def _parse_arg(arg: str | None) -> dict[str, str]:
-  out = {}
-  for item in (arg or "").split(","):
-    if item.strip():
-      key, sep, value = item.partition("=")
-      if not sep:
-        raise config_lib.ConfigError(f"siglip_b16 config argument {item!r} should be key=value")
-      out[key.strip()] = value.strip()
-  unknown = set(out) - {"shards", "tokenizer", "vocab"}
-  if unknown:
-    raise config_lib.ConfigError(f"unknown siglip_b16 config argument(s) {sorted(unknown)}; "
-                                 "known: shards, tokenizer, vocab")
-  if "shards" not in out:
-    raise config_lib.ConfigError("configs/siglip_b16.py needs shards=PATTERN, e.g. "
-                                 "--config 'configs/siglip_b16.py:shards=/data/shards-{00000..00099}.tar'")
-  return out
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = _parse_arg(arg)
+  args = config_lib.parse_arg(arg, {"shards", "tokenizer", "vocab"}, "configs/siglip_b16.py")
+  if "shards" not in args:
+    raise config_lib.ConfigError("configs/siglip_b16.py needs shards=PATTERN, e.g. --config "
+                                 "'configs/siglip_b16.py:shards=/data/shards-{00000..00099}.tar'")
   c = config_lib.load(os.path.join(os.path.dirname(__file__), "siglip_b16_shapes.py"))
   c.batch_size = 32_768
   c.total_examples = 9_000_000_000  # SigLIP B/16's 9B examples seen; set total_steps to shorten

@@ -17,11 +17,7 @@ from big_vision_lite import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = dict(item.split("=", 1) for item in (arg or "").split(",") if item.strip())
-  unknown = set(args) - {"data_dir", "tokenizer", "vocab"}
-  if unknown:
-    raise config_lib.ConfigError(f"unknown siglip_coco config argument(s) {sorted(unknown)}; "
-                                 "known: data_dir, tokenizer, vocab")
+  args = config_lib.parse_arg(arg, {"data_dir", "tokenizer", "vocab"}, "configs/siglip_coco.py")
   c = config_lib.load(os.path.join(os.path.dirname(__file__), "siglip_b16_shapes.py"))
   c.batch_size = 1024
   c.total_steps = 20_000           # ~170 epochs of COCO train2014 (118k images)

@@ -62,3 +62,13 @@ def test_resolve_steps():
                                   "configs/siglip_b16.py:shards=/data/s-{0..9}.tar"])
 def test_shipped_configs_validate(path):
   config_lib.validate(config_lib.load(path), 8)
+
+
+def test_config_file_arguments():
+  cfg = config_lib.load("configs/siglip_b16.py:shards=/d/s-{0..3}.tar,vocab=1000")
+  assert cfg.input.data.pattern == "/d/s-{0..3}.tar" and cfg.model.text.vocab_size == 1000
+  with pytest.raises(config_lib.ConfigError, match=r"unknown configs/siglip_b16.py argument\(s\) "
+                                                   r"\['shard'\]"):
+    config_lib.load("configs/siglip_b16.py:shard=/d")
+  with pytest.raises(config_lib.ConfigError, match="needs shards=PATTERN"):
+    config_lib.load("configs/siglip_b16.py")

@@ -56,8 +56,8 @@ def test_clear_errors_for_missing_and_empty(tmp_path):
     pass
   with pytest.raises(ValueError, match="contain no samples"):
     sources.TarShards(str(tmp_path / "empty.tar"))
-  with pytest.raises(ValueError, match=r"unknown data source 'laion'"):
-    sources.make({"name": "laion"})
+  with pytest.raises(FileNotFoundError, match=r"unknown tfds dataset 'laion'.*'tar', 'shapes'"):
+    sources.make({"name": "laion", "data_dir": str(tmp_path)})
 
 
 def _stream(it, n):

@@ -152,7 +152,7 @@ class TfdsSource:
       builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
       raise FileNotFoundError(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
-                              f"under {where}") from None
+                              f"under {where} (built-in sources: 'tar', 'shapes')") from None
     if not builder.is_prepared():
       raise FileNotFoundError(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
     if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
