@@ -42,12 +42,8 @@ def main() -> None:
   batch = {k: jax.device_put(v, spec) for k, v in batch_np.items()}
   example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in batch_np.items()}
 
-  model = train.build_model(cfg)
   total_steps = config_lib.resolve_steps(cfg, "total", cfg.batch_size)
-  tx, schedule, _, shardings, init_fn = train.create_train_state(cfg, model, mesh, total_steps,
-                                                                 example)
-  update = train.make_update_fn(model, tx, schedule, cfg.loss, shardings, mesh,
-                                cfg.get("grad_accum_steps") or 1)
+  _, _, init_fn, update = train.build(cfg, mesh, example, total_steps)
   abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=spec) for k, v in batch.items()}
   flops = train.model_flops_per_step(cfg, mesh, abstract)
   state = init_fn(jax.random.key(0))

@@ -14,7 +14,8 @@ TOP_LEVEL_KEYS = {  # key -> required
     "log_training_steps": True, "ckpt_steps": True, "keep_ckpts": True, "eval_steps": True,
     "loss": True, "lr": True, "wd": True, "grad_clip_norm": False, "lr_mults": False,
     "wd_mults": False, "model": True, "optax": True, "schedule": True, "input": True,
-    "evals": True, "eval_batch_size": False, "grad_accum_steps": False, "mesh": False, "sharding_rules": False,
+    "evals": True, "eval_batch_size": False, "grad_accum_steps": False, "mesh": False,
+    "sharding_rules": False,
 }
 
 

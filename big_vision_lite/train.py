@@ -135,20 +135,29 @@ def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardin
                  out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
 
 
+def build(config, mesh, batch_example, total_steps: int):
+  """(model, abstract_state, init_fn, update): everything a config trains with on a mesh."""
+  model = build_model(config)
+  tx, schedule, abstract_state, shardings, init_fn = create_train_state(
+      config, model, mesh, total_steps, batch_example)
+  update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh,
+                          config.get("grad_accum_steps") or 1)
+  return model, abstract_state, init_fn, update
+
+
 def model_flops_per_step(config, mesh, abstract_batch) -> float:
   """Model FLOPs of one update step: XLA's cost analysis of the plain step (no remat, no
-  scan, no accumulation, so recomputation is not counted and no loop is undercounted)."""
+  scan, no accumulation, dense loss: recomputation is not counted and no loop, such as the
+  chunked loss's ring, is undercounted)."""
   plain = config.copy_and_resolve_references()
   for tower in ("image", "text"):
     plain.model[tower].scan = False
     plain.model[tower].remat_policy = "none"
-  model = build_model(plain)
+  plain.loss = "sigmoid" if "sigmoid" in plain.loss else "softmax"
+  plain.grad_accum_steps = 1
   example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in abstract_batch.items()}
   total_steps = config_lib.resolve_steps(plain, "total", plain.batch_size)
-  tx, schedule, abstract_state, shardings, _ = create_train_state(plain, model, mesh, total_steps,
-                                                                  example)
-  update = make_update_fn(model, tx, schedule, "sigmoid" if "sigmoid" in plain.loss else
-                          "softmax", shardings, mesh)
+  _, abstract_state, _, update = build(plain, mesh, example, total_steps)
   return float(update.lower(abstract_state, abstract_batch).cost_analysis()["flops"])
 
 
@@ -185,11 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
 
   # --- Model, optimiser, sharded state.
-  model = build_model(config)
-  tx, schedule, abstract_state, shardings, init_fn = create_train_state(
-      config, model, mesh, total_steps, example)
-  update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh,
-                          config.get("grad_accum_steps") or 1)
+  model, abstract_state, init_fn, update = build(config, mesh, example, total_steps)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, *v.shape[1:]), v.dtype,
                                             sharding=batch_sharding) for k, v in first.items()}

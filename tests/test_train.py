@@ -41,9 +41,8 @@ def _run_steps(cfg, mesh, num_steps, accum_steps=1):
   it = loader.make_input(cfg.input, cfg.batch_size)
   first = it.batch(0)
   example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
-  model = train.build_model(cfg)
-  tx, schedule, _, shardings, init_fn = train.create_train_state(cfg, model, mesh, 10, example)
-  update = train.make_update_fn(model, tx, schedule, cfg.loss, shardings, mesh, accum_steps)
+  cfg.grad_accum_steps = accum_steps
+  _, _, init_fn, update = train.build(cfg, mesh, example, 10)
   state = init_fn(jax.random.key(0))
   losses = []
   for step in range(num_steps):

@@ -91,10 +91,10 @@ class _Preprocess:
   def __call__(self, record, rng):
     try:
       return self.pipeline(sources.standardize(record), rng)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception:  # pylint: disable=broad-except
       # Any bad record (corrupt image, missing caption, unreadable member) is skipped and
-      # counted, never a crash; the reason travels with the marker for the log.
-      return {_SKIPPED: f"{type(e).__name__}: {e}"[:300]}
+      # counted in the consuming process, never a crash.
+      return {_SKIPPED: True}
 
   def __getstate__(self):
     return {"pp": self.pp}
@@ -137,7 +137,6 @@ class GrainInput:
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     self._iter = iter(ds)
     self.skipped = 0
-    self.last_skip_reason = None
 
   def __iter__(self):
     return self
@@ -148,7 +147,6 @@ class GrainInput:
       ex = next(self._iter)
       if _SKIPPED in ex:
         self.skipped += 1
-        self.last_skip_reason = ex[_SKIPPED]
         continue
       examples.append(ex)
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
