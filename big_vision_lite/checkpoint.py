@@ -53,21 +53,8 @@ class Checkpointer:
     return restored["state"], restored["data"], step
 
   def _check_shapes(self, step: int, abstract_state) -> None:
-    stored = self.manager.item_metadata(step)["state"]
-    stored_shapes = {n: tuple(getattr(m, "shape", ()) or ()) for n, m in pytree.named_leaves(stored)}
-    wanted = {n: tuple(np.shape(x)) for n, x in pytree.named_leaves(abstract_state)}
-    problems = [(n, f"checkpoint {stored_shapes.get(n, 'missing')} vs model {s}")
-                for n, s in wanted.items() if stored_shapes.get(n) != s]
-    problems += [(n, "in the checkpoint, not in the model") for n in stored_shapes
-                 if n not in wanted]
-    if problems:
-      problems.sort(key=lambda p: (not p[0].startswith("params/"), p[0]))  # Parameters first.
-      shown = "\n".join(f"  {n}: {what}" for n, what in problems[:20])
-      more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-      raise CheckpointMismatch(
-          f"checkpoint {self.directory}/{step} does not match the model built from this config "
-          f"({len(problems)} differences):\n{shown}{more}\n"
-          "Use the config the checkpoint was trained with, or a fresh --workdir.")
+    check_shapes(self.manager.item_metadata(step)["state"], abstract_state,
+                 f"{self.directory}/{step}")
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -77,21 +64,47 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_params(directory: str, step: int | None = None):
-  """The parameters of checkpoint `step` (default: newest) as host numpy arrays.
+def check_shapes(stored, abstract, where: str) -> None:
+  """Raises CheckpointMismatch naming every leaf whose stored shape differs from `abstract`'s
+  (or that only one of them has)."""
+  stored_shapes = {n: tuple(getattr(m, "shape", ()) or ()) for n, m in pytree.named_leaves(stored)}
+  wanted = {n: tuple(np.shape(x)) for n, x in pytree.named_leaves(abstract)}
+  problems = [(n, f"checkpoint {stored_shapes.get(n, 'missing')} vs model {s}")
+              for n, s in wanted.items() if stored_shapes.get(n) != s]
+  problems += [(n, "in the checkpoint, not in the model") for n in stored_shapes
+               if n not in wanted]
+  if problems:
+    problems.sort(key=lambda p: (not p[0].startswith("params/"), p[0]))  # Parameters first.
+    shown = "\n".join(f"  {n}: {what}" for n, what in problems[:20])
+    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    raise CheckpointMismatch(
+        f"checkpoint {where} does not match the model built from this config "
+        f"({len(problems)} differences):\n{shown}{more}\n"
+        "Use the config the checkpoint was trained with, or a fresh --workdir.")
 
-  Works whatever device topology wrote the checkpoint (another mesh, several processes): the
-  arrays are read onto this process's first device.
+
+def restore_params(directory: str, step: int | None = None, sharding=None, abstract_params=None):
+  """Only the parameters of checkpoint `step` (default: newest), whatever device topology wrote
+  it: as host numpy arrays, or as jax.Arrays with `sharding` (one sharding for every leaf).
+
+  With `abstract_params` (the model's parameter shapes) a mismatch raises CheckpointMismatch.
   """
-  ckpt = Checkpointer(directory)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint under {ckpt.directory}")
-  meta = ckpt.manager.item_metadata(step)["state"]
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        dict(meta))
-  restored = ckpt.manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target)))
-  ckpt.close()
-  return jax.device_get(restored["state"]["params"])
+  directory = os.path.abspath(directory)
+  manager = ocp.CheckpointManager(directory, item_handlers={
+      "state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f"no checkpoint for step {step} under {directory} (available: "
+                            f"{list(manager.all_steps())}); train first, or pass an existing step")
+  meta = manager.item_metadata(step)["state"]
+  stored = dict(getattr(meta, "tree", meta))["params"]
+  if abstract_params is not None:
+    check_shapes({"params": stored}, {"params": abstract_params}, f"{directory}/{step}")
+  on = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = {"params": jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=on), stored)}
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
+  params = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      target, restore_args=restore_args, partial_restore=True)))["state"]["params"]
+  manager.close()
+  return params if sharding is not None else jax.device_get(params)

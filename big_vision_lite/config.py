@@ -169,6 +169,12 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   _check(cfg.wd >= 0, f"config.wd must be >= 0, got {cfg.wd}")
 
 
+def from_json(path: str) -> ml_collections.ConfigDict:
+  """A config written by `to_json` (a run's config.json); lists stand where tuples were."""
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
 def to_json(cfg: ml_collections.ConfigDict) -> str:
   """The resolved config as indented JSON."""
   return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)

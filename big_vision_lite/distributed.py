@@ -1,5 +1,6 @@
 """Multi-process start-up: `jax.distributed.initialize` only for a real multi-process launch."""
 
+import argparse
 import os
 
 import jax
@@ -32,3 +33,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
   else:
     jax.distributed.initialize()
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+  """The multi-process flags every entry point takes (see `initialize`)."""
+  parser.add_argument("--coordinator_address", default=None)
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+  parser.add_argument("--distributed", action="store_true",
+                      help="multi-process job whose cluster JAX detects (e.g. a TPU VM pod slice)")
+
+
+def initialize_from(args: argparse.Namespace) -> None:
+  initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)

@@ -39,11 +39,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ml_collections.Conf
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
   p.add_argument("--workdir", required=True, help="checkpoints, metrics and config go here")
-  p.add_argument("--coordinator_address", default=None)
-  p.add_argument("--num_processes", type=int, default=None)
-  p.add_argument("--process_id", type=int, default=None)
-  p.add_argument("--distributed", action="store_true",
-                 help="multi-process job whose cluster JAX detects (e.g. a TPU VM pod slice)")
+  distributed.add_flags(p)
   args, rest = p.parse_known_args(argv)
   config = config_lib.load(args.config)
   config_lib.parse_overrides(config, rest)
@@ -169,8 +165,7 @@ def _print(*args) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   """Trains (or resumes) and returns the final evaluation metrics."""
   args, config = parse_args(sys.argv[1:] if argv is None else argv)
-  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
-                         auto=args.distributed)
+  distributed.initialize_from(args)
 
   # --- Mesh and config checks.
   mesh = sharding_lib.make_mesh(config.get("mesh") or (("data", -1),))

@@ -41,6 +41,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       seed=0,
       num_workers=16,            # grain worker processes for decode + preprocessing
   )
-  c.evals.zeroshot.image_size = 224  # shapes evals, drawn at the model's resolution
-  c.evals.retrieval.image_size = 224
   return c

@@ -37,6 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       seed=0,
       num_workers=16,
   )
-  c.evals.zeroshot.image_size = 224
-  c.evals.retrieval.image_size = 224
+  # COCO retrieval on the 5k test images (25k captions), resized as in training.
+  c.evals.retrieval_coco = dict(type="retrieval", dataset="coco_captions", split="test",
+                                data_dir=args.get("data_dir"), caption_key="captions/text",
+                                pp="decode|resize(224)", every_steps=5000)
   return c

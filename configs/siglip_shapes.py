@@ -52,10 +52,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_workers=0,              # grain worker processes (0: preprocess in the trainer)
   )
 
+  # Evaluations: name -> dict(type=zeroshot|retrieval|fewshot, every_steps=None (eval_steps),
+  # dataset=shapes task or tfds name, ...). See the evaluator classes for every option.
   c.evals = dict(
-      zeroshot=dict(type="zeroshot", num_examples=512,
-                    tasks=("shapes_shape", "shapes_color", "shapes_combo_heldout")),
+      zeroshot_shape=dict(type="zeroshot", dataset="shapes_shape", num_examples=512),
+      zeroshot_color=dict(type="zeroshot", dataset="shapes_color", num_examples=512),
+      zeroshot_combo=dict(type="zeroshot", dataset="shapes_combo_heldout", num_examples=512),
       retrieval=dict(type="retrieval", dataset="shapes", num_examples=512),
+      fewshot=dict(type="fewshot", dataset="shapes_shape", num_examples=512,
+                   num_train_examples=2048, shots=(1, 5, 10, 25), seeds=3),
   )
   c.mesh = (("data", -1),)        # device mesh axes; batch is split over all of them
   c.sharding_rules = ()           # (regex, axis) over parameter names; unmatched = replicated

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from big_vision_lite.data import loader, shapes, sources
+from big_vision_lite.data import loader, ops, shapes, sources
 from big_vision_lite.tools import prepare_tfds
 
 
@@ -52,7 +52,9 @@ def test_reads_images_and_captions_without_tensorflow(data_dir):
                            caption_key="captions/text")
   assert len(src) == 24
   ex = sources.standardize(src[0])
-  assert ex["image"].shape == (40, 40, 3) and ex["image"].dtype == np.uint8
+  assert isinstance(ex["image"], bytes)  # Left encoded: the `decode` op decodes it.
+  image = ops.parse("decode")(ex, np.random.default_rng(0))["image"]
+  assert image.shape == (40, 40, 3) and image.dtype == np.uint8
   assert len(ex["captions"]) == 2 and all(isinstance(c, str) for c in ex["captions"])
   assert shapes.SHAPES[int(src[0]["label"])] in ex["captions"][0]
   assert "tensorflow" not in sys.modules

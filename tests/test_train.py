@@ -26,7 +26,10 @@ TINY = [
     "--config.model.text.mlp_dim=64", "--config.model.text.depth=1",
     "--config.model.text.num_heads=2", "--config.model.out_dim=16",
     "--config.input.data.image_size=32", "--config.schedule.warmup_steps=2",
-    "--config.evals.zeroshot.num_examples=24", "--config.evals.retrieval.num_examples=24",
+    "--config.evals.zeroshot_shape.num_examples=24", "--config.evals.zeroshot_color.num_examples=24",
+    "--config.evals.zeroshot_combo.num_examples=24", "--config.evals.retrieval.num_examples=24",
+    "--config.evals.fewshot.num_examples=24", "--config.evals.fewshot.num_train_examples=128",
+    "--config.evals.fewshot.shots=(1, 2)", "--config.evals.fewshot.seeds=2",
     "--config.eval_batch_size=16",
 ]
 

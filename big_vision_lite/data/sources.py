@@ -129,10 +129,20 @@ class ShapesSource:
     return {"image": ex["image"], "captions": ex["captions"]}
 
 
-def _lookup(record: dict[str, Any], path: str):
+def lookup(record, path: str):
+  """record['a']['b'] for path 'a/b'."""
   for part in path.split("/"):
     record = record[part]
   return record
+
+
+def _nested(path: str, value) -> dict[str, Any]:
+  """{'a': {'b': value}} for path 'a/b'."""
+  *parents, leaf = path.split("/")
+  out = {leaf: value}
+  for part in reversed(parents):
+    out = {part: out}
+  return out
 
 
 class TfdsSource:
@@ -162,16 +172,21 @@ class TfdsSource:
     if split not in builder.info.splits:
       raise ValueError(f"tfds dataset {name!r} has no split {split!r}; it has "
                        f"{list(builder.info.splits)}")
-    self.source = builder.as_data_source(split=split)
+    self.info = builder.info
+    # The image stays encoded (the `decode` op decodes it where preprocessing runs), so reading
+    # a record's other fields costs no image decoding.
+    decoders = _nested(image_key, tfds.decode.SkipDecoding()) if isinstance(
+        lookup(builder.info.features, image_key), tfds.features.Image) else None
+    self.source = builder.as_data_source(split=split, decoders=decoders)
 
   def __len__(self) -> int:
     return len(self.source)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     record = self.source[index]
-    out = {"image": _lookup(record, self.image_key)}
+    out = {"image": lookup(record, self.image_key)}
     if self.caption_key:
-      captions = _lookup(record, self.caption_key)
+      captions = lookup(record, self.caption_key)
       captions = [captions] if isinstance(captions, (str, bytes)) else list(captions)
       out["captions"] = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in captions]
     if "label" in record:

@@ -1,4 +1,16 @@
-"""Class names and prompt templates for zero-shot tasks."""
+"""Class names and prompt templates for zero-shot classification.
+
+`assets/clip_prompts.json` holds the prompt sets published with CLIP (Radford et al., 2021;
+the 80 ImageNet templates and the per-dataset sets, as distributed by CLIP_benchmark, MIT
+licence) keyed by tfds dataset name, and CLIP's edited ImageNet class names. Templates use `{}`
+for the class name.
+"""
+
+import functools
+import json
+import os
+import re
+import string
 
 from big_vision_lite.data import shapes
 
@@ -9,6 +21,52 @@ SHAPES_TEMPLATES = {
     "shapes_color": tuple(f"a {{}} {s}" for s in shapes.SHAPES),
     "shapes_combo_heldout": ("a {}", "a photo of a {}", "a small {}", "a large {}"),
 }
+SINGLE_TEMPLATE = ("a photo of a {}.",)
+_ASSET = os.path.join(os.path.dirname(__file__), "assets", "clip_prompts.json")
+
+
+@functools.cache
+def _clip() -> dict:
+  with open(_ASSET) as f:
+    return json.load(f)
+
+
+def clip_templates(dataset: str) -> tuple[str, ...]:
+  """CLIP's prompt templates for a tfds dataset name (e.g. the 80 for imagenet2012)."""
+  known = _clip()["templates"]
+  if dataset not in known:
+    raise ValueError(f"no CLIP templates for {dataset!r}; known: {sorted(known)}. Pass "
+                     "templates='single' or a tuple of strings with one '{}' each")
+  return tuple(known[dataset])
+
+
+def clip_classnames(dataset: str) -> list[str]:
+  """CLIP's edited class names for a tfds dataset (the ImageNet family)."""
+  known = _clip()["classnames"]
+  if dataset not in known:
+    raise ValueError(f"no CLIP class names for {dataset!r}; known: {sorted(known)}. Use "
+                     "classnames=None (the dataset's own) or a list")
+  names = known[dataset]
+  return list(known[names] if isinstance(names, str) else names)  # A str names an alias.
+
+
+def templates_for(dataset: str, spec) -> tuple[str, ...]:
+  """`spec`: 'clip' (the dataset's CLIP set; the shapes sets for shapes tasks), 'single'
+  ('a photo of a {}.'), or a sequence of templates with one '{}' each."""
+  if spec == "clip":
+    return SHAPES_TEMPLATES[dataset] if dataset in SHAPES_TEMPLATES else clip_templates(dataset)
+  if spec == "single":
+    return SINGLE_TEMPLATE
+  if isinstance(spec, str) or not all(isinstance(t, str) and t.count("{}") == 1 for t in spec):
+    raise ValueError(f"templates={spec!r}: use 'clip', 'single', or a sequence of strings with "
+                     "one '{}' each")
+  return tuple(spec)
+
+
+def canonicalize(text: str) -> str:
+  """Lower-case, delete ASCII punctuation, collapse runs of whitespace to one space, strip."""
+  text = text.lower().translate(str.maketrans("", "", string.punctuation))
+  return re.sub(r"\s+", " ", text).strip()
 
 
 def render(templates: tuple[str, ...], classnames: list[str], postprocess=lambda s: s) -> list[str]:

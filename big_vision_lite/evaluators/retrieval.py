@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from big_vision_lite.data import shapes
 from big_vision_lite.data import tokenizer as tok_lib
+from big_vision_lite.evaluators import data
+from big_vision_lite.evaluators.common import gather_rows, gather_strings
 
 
 def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
@@ -12,7 +13,8 @@ def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
 
   img2txt: an image is a hit if any of its captions ranks in the top k of all M captions.
   txt2img: a caption is a hit if its image ranks in the top k of all N images.
-  Ties count against the query (a strictly higher score outranks).
+  Ties count against the query: a rank is the number of *other* candidates scoring at least as
+  high, so a collapsed model (all scores equal) scores 0, not 1. Memory: chunk x max(N, M).
   """
   n, m = len(zimg), len(ztxt)
   img_rank = np.empty(n, np.int64)
@@ -20,12 +22,12 @@ def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
     sim = zimg[s:s + chunk] @ ztxt.T  # [c, M]
     own = txt_to_img[None, :] == np.arange(s, min(s + chunk, n))[:, None]
     best_own = np.where(own, sim, -np.inf).max(axis=1)
-    img_rank[s:s + chunk] = np.sum(sim > best_own[:, None], axis=1)
+    img_rank[s:s + chunk] = np.sum((sim >= best_own[:, None]) & ~own, axis=1)
   txt_rank = np.empty(m, np.int64)
   for s in range(0, m, chunk):
     sim = ztxt[s:s + chunk] @ zimg.T  # [c, N]
     own = sim[np.arange(len(sim)), txt_to_img[s:s + chunk]]
-    txt_rank[s:s + chunk] = np.sum(sim > own[:, None], axis=1)
+    txt_rank[s:s + chunk] = np.sum(sim >= own[:, None], axis=1) - 1
   out = {}
   for k in ks:
     out[f"img2txt_r@{k}"] = float(np.mean(img_rank < k))
@@ -33,27 +35,47 @@ def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
   return out
 
 
-def shapes_captions(seed: int, num_examples: int, image_size: int):
-  """Test images uint8 [N, H, W, 3], all their captions [M], and caption -> image index [M]."""
-  examples = [shapes.draw(seed, "test", i, image_size) for i in range(num_examples)]
-  captions = [c for e in examples for c in e["captions"]]
-  owner = np.array([i for i, e in enumerate(examples) for _ in e["captions"]])
-  return np.stack([e["image"] for e in examples]), captions, owner
-
-
 class Retrieval:
-  """Recall@1/5/10 both ways on the shapes test split (every phrasing of every image)."""
+  """Recall@1/5/10 both ways over a captioned set ('shapes': every phrasing of each test
+  image; or a tfds dataset with `caption_key`, e.g. coco_captions 'captions/text')."""
 
-  def __init__(self, embedder, *, dataset: str = "shapes", num_examples: int = 512, seed: int = 0,
-               image_size: int = 64, max_len: int = 16, tokenizer: str = tok_lib.SHAPES_MODEL):
-    if dataset != "shapes":
-      raise ValueError(f"unknown retrieval dataset {dataset!r}; known: ['shapes']")
+  benchmark_task = "zeroshot_retrieval"
+
+  def __init__(self, embedder, *, dataset: str = "shapes", split: str | None = None,
+               num_examples: int | None = None, seed: int = 0, image_size: int = 64,
+               pp: str | None = None, data_dir: str | None = None, image_key: str = "image",
+               caption_key: str = "captions/text", max_len: int = 16,
+               tokenizer: str = tok_lib.SHAPES_MODEL):
     self.embedder, self.dataset = embedder, dataset
-    self.images, captions, self.owner = shapes_captions(seed, num_examples, image_size)
+    self.set = data.load(dataset, split=split, kind="captions", image_size=image_size, pp=pp,
+                         seed=seed, num_examples=num_examples, data_dir=data_dir,
+                         image_key=image_key, caption_key=caption_key)
+    captions = [c for caps in self.set.captions for c in caps]
+    self.owner = np.array([self.set.offset + i for i, caps in enumerate(self.set.captions)
+                           for _ in caps], np.int64)
+    self.captions = captions
     self.tokens = tok_lib.get(tokenizer).encode(captions, max_len)
 
+  def embed(self, params) -> dict[str, np.ndarray]:
+    """Image [N, E] and caption [M, E] embeddings, caption -> image index [M], captions [M]."""
+    return {"image_embeddings": self.embedder.images(params, self.set.images),
+            "text_embeddings": self.embedder.texts(params, self.tokens),
+            "caption_image": gather_rows(self.owner),
+            "captions": np.array(gather_strings(self.captions))}
+
+  def metrics(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
+    r = recall_at_k(emb["image_embeddings"], emb["text_embeddings"], emb["caption_image"])
+    return {f"retrieval/{self.dataset}/{k}": v for k, v in r.items()}
+
   def run(self, params) -> dict[str, float]:
-    zimg = self.embedder.images(params, self.images)
-    ztxt = self.embedder.texts(params, self.tokens)
-    return {f"retrieval/{self.dataset}/{k}": v
-            for k, v in recall_at_k(zimg, ztxt, self.owner).items()}
+    return self.metrics(self.embed(params))
+
+  def benchmark(self, results: dict[str, float]) -> dict[str, float]:
+    """Our metrics under CLIP_benchmark's names (image retrieval = text -> image)."""
+    prefix, out = f"retrieval/{self.dataset}/", {}
+    for k, v in results.items():
+      if k.startswith(prefix):
+        direction, at = k[len(prefix):].split("_r@")
+        kind = "image_retrieval" if direction == "txt2img" else "text_retrieval"
+        out[f"{kind}_recall@{at}"] = v
+    return out

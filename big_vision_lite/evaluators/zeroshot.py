@@ -4,7 +4,8 @@ import numpy as np
 
 from big_vision_lite.data import shapes
 from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators import prompts
+from big_vision_lite.evaluators import data, prompts
+from big_vision_lite.evaluators.common import gather_rows, local_share
 
 
 def classifier_weights(text_embeddings: np.ndarray, num_classes: int) -> np.ndarray:
@@ -13,55 +14,78 @@ def classifier_weights(text_embeddings: np.ndarray, num_classes: int) -> np.ndar
   return w / np.linalg.norm(w, axis=-1, keepdims=True)
 
 
-def accuracy_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """top1, top5 and mean per-class recall from scores [N, C] and int labels [N]."""
-  num_classes = scores.shape[1]
-  top = np.argsort(-scores, axis=1)
-  top1 = top[:, 0] == labels
-  out = {"top1": float(np.mean(top1))}
-  if num_classes > 5:
-    out["top5"] = float(np.mean(np.any(top[:, :5] == labels[:, None], axis=1)))
-  present = np.unique(labels)
-  out["mean_per_class_recall"] = float(np.mean([np.mean(top1[labels == c]) for c in present]))
+def ranks(scores: np.ndarray, labels: np.ndarray, chunk: int = 4096) -> np.ndarray:
+  """How many other classes score at least as high as the true one (ties count against)."""
+  out = np.empty(len(labels), np.int64)
+  for s in range(0, len(labels), chunk):
+    sc, lab = scores[s:s + chunk], labels[s:s + chunk]
+    true = sc[np.arange(len(sc)), lab]
+    out[s:s + chunk] = np.sum(sc >= true[:, None], axis=1) - 1
   return out
 
 
-def shapes_task(task: str, seed: int, num_examples: int, image_size: int):
-  """(images uint8 [N, H, W, 3], labels [N], classnames) for a shapes zero-shot task."""
-  if task not in prompts.SHAPES_TEMPLATES:
-    raise ValueError(f"unknown zero-shot task {task!r}; known: {list(prompts.SHAPES_TEMPLATES)}")
-  combos = shapes.HELDOUT_COMBOS if task == "shapes_combo_heldout" else shapes.ALL_COMBOS
-  examples = [shapes.draw(seed, "test", i, image_size, combos=combos, num_objects=1)
-              for i in range(num_examples)]
-  images = np.stack([e["image"] for e in examples])
-  if task == "shapes_shape":
-    return images, np.array([e["shape"] for e in examples]), list(shapes.SHAPES)
-  if task == "shapes_color":
-    return images, np.array([e["color"] for e in examples]), list(shapes.COLOR_NAMES)
-  index = {c: i for i, c in enumerate(combos)}
-  labels = np.array([index[(e["shape"], e["color"])] for e in examples])
-  return images, labels, [f"{shapes.COLOR_NAMES[c]} {shapes.SHAPES[s]}" for s, c in combos]
+def accuracy_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """top1, top5 (more than 5 classes) and mean per-class recall from scores [N, C], labels [N]."""
+  rank = ranks(scores, labels)
+  top1 = rank < 1
+  out = {"top1": float(np.mean(top1))}
+  if scores.shape[1] > 5:
+    out["top5"] = float(np.mean(rank < 5))
+  out["mean_per_class_recall"] = float(np.mean([np.mean(top1[labels == c])
+                                                for c in np.unique(labels)]))
+  return out
 
 
 class ZeroShot:
-  """Zero-shot top-1/top-5/mean-per-class-recall on the shapes tasks."""
+  """Zero-shot top-1/top-5/mean per-class recall on a shapes task or a tfds classification set.
 
-  def __init__(self, embedder, *, tasks=tuple(prompts.SHAPES_TEMPLATES), num_examples: int = 512,
-               seed: int = 0, image_size: int = 64, max_len: int = 16,
-               tokenizer: str = tok_lib.SHAPES_MODEL):
-    self.embedder = embedder
-    tok = tok_lib.get(tokenizer)
-    self.tasks = {}
-    for task in tasks:
-      images, labels, classnames = shapes_task(task, seed, num_examples, image_size)
-      texts = prompts.render(prompts.SHAPES_TEMPLATES[task], classnames, shapes.with_articles)
-      self.tasks[task] = (images, labels, len(classnames), tok.encode(texts, max_len))
+  classnames: None (the dataset's own), 'clip' (CLIP's edited names, ImageNet family) or a list.
+  templates: 'clip' (the dataset's CLIP prompt set), 'single' ('a photo of a {}.') or a list.
+  canonicalize: lower-case prompts and delete punctuation (prompts.canonicalize) before tokenizing.
+  """
+
+  benchmark_task = "zeroshot_classification"
+
+  def __init__(self, embedder, *, dataset: str, split: str | None = None, classnames=None,
+               templates="clip", canonicalize: bool = False, num_examples: int | None = None,
+               seed: int = 0, image_size: int = 64, pp: str | None = None,
+               data_dir: str | None = None, image_key: str = "image", label_key: str = "label",
+               max_len: int = 16, tokenizer: str = tok_lib.SHAPES_MODEL):
+    self.embedder, self.dataset = embedder, dataset
+    self.set = data.load(dataset, split=split, kind="labels", image_size=image_size, pp=pp,
+                         seed=seed, num_examples=num_examples, data_dir=data_dir,
+                         image_key=image_key, label_key=label_key)
+    if classnames == "clip":
+      classnames = prompts.clip_classnames(dataset)
+    self.classnames = list(classnames or self.set.classnames)
+    if len(self.classnames) != len(self.set.classnames):
+      raise ValueError(f"{dataset} has {len(self.set.classnames)} classes, but "
+                       f"{len(self.classnames)} class names were given")
+    self.templates = prompts.templates_for(dataset, templates)
+    post = shapes.with_articles if dataset.startswith("shapes") else (lambda s: s)
+    if canonicalize:
+      post = lambda s, f=post: prompts.canonicalize(f(s))
+    self.prompts = prompts.render(self.templates, self.classnames, post)
+    self.tokens = tok_lib.get(tokenizer).encode(self.prompts, max_len)
+
+  def embed(self, params) -> dict[str, np.ndarray]:
+    """Image embeddings [N, E], their labels [N], class classifiers [C, E] (dataset order)."""
+    prompt_embeddings = self.embedder.texts(params, local_share(self.tokens))
+    return {"image_embeddings": self.embedder.images(params, self.set.images),
+            "labels": gather_rows(self.set.labels),
+            "class_embeddings": classifier_weights(prompt_embeddings, len(self.classnames)),
+            "classnames": np.array(self.classnames)}
+
+  def metrics(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
+    scores = emb["image_embeddings"] @ emb["class_embeddings"].T
+    return {f"zeroshot/{self.dataset}/{k}": v
+            for k, v in accuracy_metrics(scores, emb["labels"]).items()}
 
   def run(self, params) -> dict[str, float]:
-    out = {}
-    for task, (images, labels, num_classes, tokens) in self.tasks.items():
-      weights = classifier_weights(self.embedder.texts(params, tokens), num_classes)
-      scores = self.embedder.images(params, images) @ weights.T
-      for k, v in accuracy_metrics(scores, labels).items():
-        out[f"zeroshot/{task}/{k}"] = v
-    return out
+    return self.metrics(self.embed(params))
+
+  def benchmark(self, results: dict[str, float]) -> dict[str, float]:
+    """Our metrics under CLIP_benchmark's names."""
+    names = {"top1": "acc1", "top5": "acc5", "mean_per_class_recall": "mean_per_class_recall"}
+    prefix = f"zeroshot/{self.dataset}/"
+    return {names[k[len(prefix):]]: v for k, v in results.items() if k.startswith(prefix)}

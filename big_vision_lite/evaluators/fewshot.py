@@ -1,0 +1,120 @@
+"""Few-shot linear probes: closed-form ridge regression on frozen image representations.
+
+For each seed, every class's pool of training examples is shuffled once: the first
+`holdout_per_class` examples are held out to choose the regularisation, the next k are the
+k-shot training set (so the shot sets are nested). Targets are one-hot in {-1, +1}; features
+and targets are centred on the training set (an unregularised bias). The ridge solution for
+every regularisation strength comes from one eigendecomposition. The strength with the best
+held-out accuracy (ties: the stronger one) is then scored on the test split.
+"""
+
+import numpy as np
+
+from big_vision_lite.evaluators import data
+from big_vision_lite.evaluators.common import gather_rows
+
+# Strengths relative to the mean squared norm of the centred training features.
+L2_GRID = tuple(float(x) for x in 10.0 ** np.arange(-6, 3.5, 0.5))
+
+
+def ridge_predictions(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
+                      num_classes: int, l2_grid=L2_GRID) -> np.ndarray:
+  """Predicted classes [len(l2_grid), M] of ridge regressors fit on (x_train [n, d], y_train [n])."""
+  x = np.asarray(x_train, np.float64)
+  mean = x.mean(axis=0)
+  xc, xe = x - mean, np.asarray(x_eval, np.float64) - mean
+  y = 2.0 * np.eye(num_classes)[y_train] - 1.0
+  ybar = y.mean(axis=0)
+  yc = y - ybar
+  scale = max(float(np.mean(np.sum(xc * xc, axis=1))), 1e-12)
+  n, d = xc.shape
+  if n <= d:  # Dual: W = Xc^T (Xc Xc^T + l I)^-1 Yc.
+    s, u = np.linalg.eigh(xc @ xc.T)
+    a, b = (xe @ xc.T) @ u, u.T @ yc
+  else:  # Primal: W = (Xc^T Xc + l I)^-1 Xc^T Yc.
+    s, u = np.linalg.eigh(xc.T @ xc)
+    a, b = xe @ u, u.T @ (xc.T @ yc)
+  s = np.maximum(s, 0.0)
+  return np.stack([np.argmax(a @ (b / (s + l2 * scale)[:, None]) + ybar, axis=1)
+                   for l2 in l2_grid])
+
+
+def fewshot_accuracy(x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray,
+                     y_test: np.ndarray, num_classes: int, shots=(1, 5, 10, 25), seeds: int = 3,
+                     holdout_per_class: int = 5, l2_grid=L2_GRID) -> dict[int, np.ndarray]:
+  """{k: test accuracy per seed [seeds]} with the strength chosen on held-out pool examples."""
+  need = max(shots) + holdout_per_class
+  by_class = [np.flatnonzero(y_pool == c) for c in range(num_classes)]
+  short = [(c, len(i)) for c, i in enumerate(by_class) if len(i) < need]
+  if short:
+    raise ValueError(f"few-shot needs {need} pool examples per class ({max(shots)} shots + "
+                     f"{holdout_per_class} held out); class {short[0][0]} has {short[0][1]}: "
+                     "raise num_train_examples")
+  out = {k: np.empty(seeds) for k in shots}
+  for seed in range(seeds):
+    rng = np.random.default_rng(seed)
+    order = [rng.permutation(i) for i in by_class]
+    held = np.concatenate([o[:holdout_per_class] for o in order])
+    for k in shots:
+      train = np.concatenate([o[holdout_per_class:holdout_per_class + k] for o in order])
+      x_eval = np.concatenate([x_pool[held], x_test])
+      pred = ridge_predictions(x_pool[train], y_pool[train], x_eval, num_classes, l2_grid)
+      held_acc = np.mean(pred[:, :len(held)] == y_pool[held], axis=1)
+      best = len(l2_grid) - 1 - int(np.argmax(held_acc[::-1]))  # Ties: the stronger l2.
+      out[k][seed] = np.mean(pred[best, len(held):] == y_test)
+  return out
+
+
+class FewShot:
+  """k-shot linear-probe top-1 on a shapes task or a tfds classification dataset.
+
+  The pool is the first `num_train_examples` of `train_split`; the test set the first
+  `num_examples` (default all; 512 for shapes) of `split`. `representation`: 'pre_logits' (the
+  image tower's output before its projection head) or 'embedding' (the L2-normalised one).
+  Reports the mean over seeds (`fewshot/<dataset>/<k>shot`) and the standard deviation
+  (`.../<k>shot_std`).
+  """
+
+  benchmark_task = "fewshot_linear_probe"
+
+  def __init__(self, embedder, *, dataset: str, train_split: str | None = None,
+               split: str | None = None, shots=(1, 5, 10, 25), seeds: int = 3,
+               holdout_per_class: int = 5, num_train_examples: int = 2048,
+               num_examples: int | None = None, representation: str = "pre_logits",
+               seed: int = 0, image_size: int = 64, pp: str | None = None,
+               data_dir: str | None = None, image_key: str = "image", label_key: str = "label"):
+    self.embedder, self.dataset, self.representation = embedder, dataset, representation
+    self.shots, self.seeds, self.holdout = tuple(shots), seeds, holdout_per_class
+    default_train = "validation" if dataset.startswith("shapes") else "train"
+    kw = dict(kind="labels", image_size=image_size, pp=pp, seed=seed, data_dir=data_dir,
+              image_key=image_key, label_key=label_key)
+    self.pool = data.load(dataset, split=train_split or default_train,
+                          num_examples=num_train_examples, **kw)
+    self.test = data.load(dataset, split=split, num_examples=num_examples, **kw)
+
+  def embed(self, params) -> dict[str, np.ndarray]:
+    """Pool and test representations with their labels."""
+    rep = self.representation
+    return {"train_embeddings": self.embedder.images(params, self.pool.images, rep),
+            "train_labels": gather_rows(self.pool.labels),
+            "test_embeddings": self.embedder.images(params, self.test.images, rep),
+            "test_labels": gather_rows(self.test.labels)}
+
+  def metrics(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
+    acc = fewshot_accuracy(emb["train_embeddings"], emb["train_labels"], emb["test_embeddings"],
+                           emb["test_labels"], len(self.test.classnames), self.shots,
+                           self.seeds, self.holdout)
+    out = {}
+    for k, a in acc.items():
+      out[f"fewshot/{self.dataset}/{k}shot"] = float(np.mean(a))
+      out[f"fewshot/{self.dataset}/{k}shot_std"] = float(np.std(a, ddof=1) if len(a) > 1 else 0.)
+    return out
+
+  def run(self, params) -> dict[str, float]:
+    return self.metrics(self.embed(params))
+
+  def benchmark(self, results: dict[str, float]) -> dict[str, float]:
+    """k-shot accuracies as `{k}shot_acc1` (and `{k}shot_acc1_std`)."""
+    prefix = f"fewshot/{self.dataset}/"
+    return {k[len(prefix):].replace("shot", "shot_acc1"): v for k, v in results.items()
+            if k.startswith(prefix)}
