@@ -80,6 +80,12 @@ def _write_json(path: str, obj: Any) -> None:
   os.replace(path + ".tmp", path)
 
 
+def _preview(evaluator, count: int = 16) -> np.ndarray:
+  """The first `count` evaluation images, uint8 [n, H, W, 3]."""
+  images = (evaluator.test if hasattr(evaluator, "test") else evaluator.set).images
+  return np.asarray(images[:count])
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
   """Evaluates one checkpoint; returns {metric: value} over all evaluations."""
   args, config = parse_args(sys.argv[1:] if argv is None else argv)
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
       os.makedirs(out, exist_ok=True)
       for key, value in emb.items():
         np.save(os.path.join(out, key + ".npy"), value)
+      # The first images as the model saw them (for plots); process 0 holds the first rows.
+      np.save(os.path.join(out, "preview_images.npy"), _preview(evaluator))
     if lead and args.clip_benchmark:
       _write_json(os.path.join(workdir, "eval", "clip_benchmark", str(step), name + ".json"), {
           "dataset": evaluator.dataset, "model": model_name,

@@ -15,7 +15,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_training_steps = 100       # print and write train/* metrics every N steps
   c.ckpt_steps = 500              # checkpoint every N steps (and at the end)
   c.keep_ckpts = 2                # newest checkpoints kept on disk
-  c.eval_steps = 1100             # run config.evals every N steps (and at the end)
+  c.eval_steps = 275              # run config.evals every N steps (and at the end)
   c.eval_batch_size = 256         # global batch for embedding evaluation sets
   c.grad_accum_steps = 1          # >1: same update as the full batch, micro-batch activations
 

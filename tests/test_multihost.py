@@ -1,5 +1,6 @@
 """A real two-process job on one machine (CPU collectives over gloo, 2 devices per process)."""
 
+import json
 import os
 import shutil
 import socket
@@ -29,13 +30,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(workdir) -> list[str]:
+def _two_processes(workdir, module="big_vision_lite.train", args=("--config", CONFIG, *ARGS)):
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "big_vision_lite.train", "--config", CONFIG, "--workdir",
-       str(workdir), "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
-       "--process_id", str(i)] + ARGS, env=_env(2), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+      [sys.executable, "-m", module, "--workdir", str(workdir), "--coordinator_address",
+       f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i), *args],
+      env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
   outs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
@@ -67,3 +68,34 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
   outs = _two_processes(multi)
   assert "resumed from" in outs[0]
   jax.tree.map(np.testing.assert_array_equal, _params(multi, 8), got)
+
+  # Standalone evaluation of the final checkpoint: one process with 4 devices, then two
+  # processes with 2 each. 24 examples per set in global batches of 16 (8 rows per process):
+  # every process pads its last batch. Both reproduce the in-training figures exactly.
+  trained = {k: v for k, v in metrics.read(str(multi))[-1].items() if "/" in k
+             and not k.startswith(("train/", "data/"))}
+  subprocess.run([sys.executable, "-m", "big_vision_lite.evaluate", "--workdir", str(multi),
+                  "--export_embeddings"], env=_env(4), check=True, capture_output=True)
+  single_eval = json.load(open(multi / "eval" / "8.json"))["metrics"]
+  single_emb = _exports(multi)
+  shutil.rmtree(multi / "embeddings")
+  _two_processes(multi, "big_vision_lite.evaluate", ("--export_embeddings",))
+  multi_eval = json.load(open(multi / "eval" / "8.json"))["metrics"]
+  assert multi_eval == single_eval == trained
+  multi_emb = _exports(multi)
+  assert multi_emb.keys() == single_emb.keys()
+  for key, value in multi_emb.items():
+    if value.dtype.kind == "f":
+      np.testing.assert_allclose(value, single_emb[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    else:  # Labels, caption owners, caption strings, class names.
+      np.testing.assert_array_equal(value, single_emb[key], err_msg=key)
+  assert multi_emb["zeroshot_shape/image_embeddings"].shape[0] == 24  # Each example once.
+  assert multi_emb["retrieval/image_embeddings"].shape[0] == 24
+  assert len(multi_emb["retrieval/caption_image"]) == len(multi_emb["retrieval/text_embeddings"])
+  np.testing.assert_array_equal(np.unique(multi_emb["retrieval/caption_image"]), np.arange(24))
+
+
+def _exports(workdir) -> dict[str, np.ndarray]:
+  root = workdir / "embeddings" / "8"
+  return {f"{d}/{f[:-4]}": np.load(root / d / f) for d in os.listdir(root)
+          for f in os.listdir(root / d) if f != "preview_images.npy"}

@@ -100,3 +100,47 @@ def test_clear_errors(data_dir, tmp_path):
   with pytest.raises(ValueError, match=r"has no split 'validation'; it has \['train', 'test'\]|"
                                        r"has no split 'validation'; it has \['test', 'train'\]"):
     sources.TfdsSource("bvl_tiny_captions", split="validation", data_dir=data_dir)
+
+
+def _tiny_model_and_embedder():
+  import jax  # pylint: disable=import-outside-toplevel
+  from big_vision_lite import sharding  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.evaluators.common import Embedder  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.models.two_towers import TwoTowers  # pylint: disable=import-outside-toplevel
+  model = TwoTowers(image=dict(variant="mu/8", width=16, mlp_dim=32),
+                    text=dict(variant="mu", width=16, mlp_dim=32, vocab_size=256), out_dim=8)
+  params = model.init(jax.random.key(0), np.zeros((1, 24, 24, 3)), np.zeros((1, 12), np.int32))
+  return params["params"], Embedder(model, sharding.make_mesh(), batch_size=8)
+
+
+def test_evaluators_on_a_tfds_dataset(data_dir):
+  from big_vision_lite.evaluators import fewshot, retrieval, zeroshot  # pylint: disable=import-outside-toplevel
+  params, embedder = _tiny_model_and_embedder()
+  common = dict(data_dir=data_dir, pp="decode|resize(24)", max_len=12)
+  zs = zeroshot.ZeroShot(embedder, dataset="bvl_tiny_captions", split="test", templates="single",
+                         **common)
+  assert zs.classnames == list(shapes.SHAPES) and zs.prompts[0] == "a photo of a circle."
+  emb = zs.embed(params)
+  assert emb["image_embeddings"].shape == (8, 8) and emb["class_embeddings"].shape == (8, 8)
+  expected = [shapes.draw(0, "test", i, 40, num_objects=1)["shape"] for i in range(100, 108)]
+  assert sorted(emb["labels"]) == sorted(expected)  # tfds stores examples in its own order.
+  assert set(zs.metrics(emb)) == {f"zeroshot/bvl_tiny_captions/{k}" for k in
+                                  ("top1", "top5", "mean_per_class_recall")}
+  rt = retrieval.Retrieval(embedder, dataset="bvl_tiny_captions", split="train", **common)
+  emb = rt.embed(params)
+  assert emb["text_embeddings"].shape == (48, 8)  # 24 images x 2 captions
+  np.testing.assert_array_equal(emb["caption_image"], np.repeat(np.arange(24), 2))
+  assert 0 <= rt.run(params)["retrieval/bvl_tiny_captions/img2txt_r@1"] <= 1
+  fs = fewshot.FewShot(embedder, dataset="bvl_tiny_captions", train_split="train", split="test",
+                       shots=(1,), holdout_per_class=0, seeds=2, num_train_examples=24,
+                       data_dir=data_dir, pp="decode|resize(24)")
+  with pytest.raises(ValueError, match="raise num_train_examples"):  # 24 images, 8 classes.
+    fs.run(params)
+
+
+def test_unreadable_evaluation_example_is_an_error(data_dir):
+  from big_vision_lite.evaluators import common  # pylint: disable=import-outside-toplevel
+  src = sources.TfdsSource("bvl_tiny_captions", split="test", data_dir=data_dir)
+  images = common.LazyImages(src, range(8), ops.parse("decode|central_crop(64)"), "tiny[test]")
+  with pytest.raises(ValueError, match=r"tiny\[test\]: example 0 cannot be read or preprocessed"):
+    images[0:2]

@@ -14,7 +14,8 @@ import pytest
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import metrics, pytree, sharding, train
+from big_vision_lite import evaluate, metrics, pytree, sharding, train
+from big_vision_lite.tools import plot
 from big_vision_lite.data import loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +119,35 @@ def test_end_to_end_outputs(tmp_path):
   assert json.load(open(tmp_path / "config.json"))["batch_size"] == 16
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+  # Standalone evaluation of the final checkpoint (config from the run's config.json) gives
+  # the in-training figures exactly, and its CLIP_benchmark JSONs carry the same numbers.
+  standalone = evaluate.main(["--workdir", str(tmp_path), "--clip_benchmark"])
+  assert standalone == {k: v for k, v in rows[-1].items() if k.startswith(
+      ("zeroshot/", "retrieval/", "fewshot/"))} == results
+  saved = json.load(open(tmp_path / "eval" / "4.json"))
+  assert saved["step"] == 4 and saved["metrics"] == standalone
+  bench = json.load(open(tmp_path / "eval" / "clip_benchmark" / "4" / "retrieval.json"))
+  assert bench["task"] == "zeroshot_retrieval" and bench["dataset"] == "shapes"
+  assert bench["metrics"]["image_retrieval_recall@5"] == results["retrieval/shapes/txt2img_r@5"]
+  bench = json.load(open(tmp_path / "eval" / "clip_benchmark" / "4" / "zeroshot_shape.json"))
+  assert bench["metrics"] == {"acc1": results["zeroshot/shapes_shape/top1"],
+                              "acc5": results["zeroshot/shapes_shape/top5"],
+                              "mean_per_class_recall":
+                                  results["zeroshot/shapes_shape/mean_per_class_recall"]}
+  with pytest.raises(config_lib.ConfigError, match=r"--evals \['nope'\] not in config.evals"):
+    evaluate.main(["--workdir", str(tmp_path), "--evals", "nope"])
+
+  # Plots: curves, eval metrics, and (after exporting embeddings) PCA and similarity pictures.
+  written = plot.main(["--workdir", str(tmp_path)])
+  names = sorted(os.path.basename(w) for w in written)
+  assert names == ["eval_metrics.png", "pca_zeroshot_color.png", "pca_zeroshot_combo.png",
+                   "pca_zeroshot_shape.png", "similarity_retrieval.png", "training_curves.png"]
+  assert all(os.path.getsize(w) > 10_000 for w in written)
+  exported = tmp_path / "embeddings" / "4"
+  assert np.load(exported / "retrieval" / "image_embeddings.npy").shape == (24, 16)
+  labels = np.load(exported / "zeroshot_shape" / "labels.npy")
+  assert labels.shape == (24,) and labels.dtype.kind == "i"
 
   # The same workdir with a different model: a loud, specific error.
   with pytest.raises(ckpt_lib.CheckpointMismatch,

@@ -7,27 +7,35 @@ from big_vision_lite.evaluators import data
 from big_vision_lite.evaluators.common import gather_rows, gather_strings
 
 
+def stable_rank(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """Position of column target[i] in row i sorted by descending score, ties by column index."""
+  mine = scores[np.arange(len(scores)), target][:, None]
+  earlier = np.arange(scores.shape[1])[None, :] < target[:, None]
+  return np.sum((scores > mine) | ((scores == mine) & earlier), axis=1)
+
+
 def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
                 ks=(1, 5, 10), chunk: int = 1024) -> dict[str, float]:
   """Recall@k from image [N, E] and caption [M, E] embeddings; caption j describes txt_to_img[j].
 
   img2txt: an image is a hit if any of its captions ranks in the top k of all M captions.
   txt2img: a caption is a hit if its image ranks in the top k of all N images.
-  Ties count against the query: a rank is the number of *other* candidates scoring at least as
-  high, so a collapsed model (all scores equal) scores 0, not 1. Memory: chunk x max(N, M).
+  Ties are broken by index, as a stable sort would: of two equal scores the lower-indexed
+  candidate ranks first (a collapsed model, all scores equal, scores at chance, not 1).
+  Memory: chunk x max(N, M).
   """
   n, m = len(zimg), len(ztxt)
   img_rank = np.empty(n, np.int64)
   for s in range(0, n, chunk):
     sim = zimg[s:s + chunk] @ ztxt.T  # [c, M]
     own = txt_to_img[None, :] == np.arange(s, min(s + chunk, n))[:, None]
-    best_own = np.where(own, sim, -np.inf).max(axis=1)
-    img_rank[s:s + chunk] = np.sum((sim >= best_own[:, None]) & ~own, axis=1)
+    own_sim = np.where(own, sim, -np.inf)
+    best = np.argmax(own_sim, axis=1)  # The own caption ranked highest (first on ties).
+    img_rank[s:s + chunk] = stable_rank(sim, best)
   txt_rank = np.empty(m, np.int64)
   for s in range(0, m, chunk):
     sim = ztxt[s:s + chunk] @ zimg.T  # [c, N]
-    own = sim[np.arange(len(sim)), txt_to_img[s:s + chunk]]
-    txt_rank[s:s + chunk] = np.sum(sim >= own[:, None], axis=1) - 1
+    txt_rank[s:s + chunk] = stable_rank(sim, txt_to_img[s:s + chunk])
   out = {}
   for k in ks:
     out[f"img2txt_r@{k}"] = float(np.mean(img_rank < k))

@@ -4,7 +4,7 @@ import numpy as np
 
 from big_vision_lite.data import shapes
 from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators import data, prompts
+from big_vision_lite.evaluators import data, prompts, retrieval
 from big_vision_lite.evaluators.common import gather_rows, local_share
 
 
@@ -15,12 +15,10 @@ def classifier_weights(text_embeddings: np.ndarray, num_classes: int) -> np.ndar
 
 
 def ranks(scores: np.ndarray, labels: np.ndarray, chunk: int = 4096) -> np.ndarray:
-  """How many other classes score at least as high as the true one (ties count against)."""
+  """Position of the true class in each row sorted by descending score (ties by class index)."""
   out = np.empty(len(labels), np.int64)
   for s in range(0, len(labels), chunk):
-    sc, lab = scores[s:s + chunk], labels[s:s + chunk]
-    true = sc[np.arange(len(sc)), lab]
-    out[s:s + chunk] = np.sum(sc >= true[:, None], axis=1) - 1
+    out[s:s + chunk] = retrieval.stable_rank(scores[s:s + chunk], labels[s:s + chunk])
   return out
 
 
