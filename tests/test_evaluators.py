@@ -47,7 +47,7 @@ def test_recall_with_several_captions_per_image():
 def test_recall_chunking_matches_unchunked():
   rng = np.random.default_rng(1)
   zimg, ztxt = rng.normal(size=(37, 8)), rng.normal(size=(90, 8))
-  owner = rng.integers(0, 37, 90)
+  owner = np.concatenate([np.arange(37), rng.integers(0, 37, 53)])  # Every image captioned.
   assert retrieval.recall_at_k(zimg, ztxt, owner, chunk=7) == retrieval.recall_at_k(
       zimg, ztxt, owner, chunk=1000)
 
@@ -150,3 +150,23 @@ def test_process_ranges_cover_each_example_once():
       ranges = [common.process_range(n, i, count) for i in range(count)]
       assert [i for r in ranges for i in r] == list(range(n))
       assert max(map(len, ranges)) - min(map(len, ranges)) <= 1
+
+
+def test_recall_equals_a_stable_sort_reference_with_ties():
+  rng = np.random.default_rng(3)
+  zimg = rng.normal(size=(30, 6)).round(0)  # Rounded: many exact ties.
+  owner = np.concatenate([np.arange(30), rng.integers(0, 30, 50)])
+  ztxt = zimg[owner] + rng.normal(size=(80, 6)).round(0)
+  ref_img, ref_txt = [], []
+  sim = zimg @ ztxt.T
+  for i in range(30):
+    order = np.argsort(-sim[i], kind="stable")
+    ref_img.append(np.flatnonzero(owner[order] == i)[0])
+  for j in range(80):
+    ref_txt.append(np.flatnonzero(np.argsort(-sim[:, j], kind="stable") == owner[j])[0])
+  got = retrieval.recall_at_k(zimg, ztxt, owner, ks=(1, 3, 10), chunk=7)
+  for k in (1, 3, 10):
+    assert got[f"img2txt_r@{k}"] == np.mean(np.array(ref_img) < k)
+    assert got[f"txt2img_r@{k}"] == np.mean(np.array(ref_txt) < k)
+  with pytest.raises(ValueError, match="image 2 has no caption"):
+    retrieval.recall_at_k(zimg[:3], ztxt[:2], np.array([0, 1]))

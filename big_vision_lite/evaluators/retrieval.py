@@ -15,23 +15,29 @@ def stable_rank(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
-                ks=(1, 5, 10), chunk: int = 1024) -> dict[str, float]:
+                ks=(1, 5, 10), chunk: int = 512) -> dict[str, float]:
   """Recall@k from image [N, E] and caption [M, E] embeddings; caption j describes txt_to_img[j].
 
   img2txt: an image is a hit if any of its captions ranks in the top k of all M captions.
   txt2img: a caption is a hit if its image ranks in the top k of all N images.
   Ties are broken by index, as a stable sort would: of two equal scores the lower-indexed
   candidate ranks first (a collapsed model, all scores equal, scores at chance, not 1).
-  Memory: chunk x max(N, M).
+  Working memory: a few chunk x max(N, M) arrays.
   """
   n, m = len(zimg), len(ztxt)
+  by_image = np.argsort(txt_to_img, kind="stable")  # Caption indices grouped by image.
+  bounds = np.searchsorted(txt_to_img[by_image], np.arange(n + 1))
+  if np.any(np.diff(bounds) == 0):
+    raise ValueError(f"image {int(np.argmax(np.diff(bounds) == 0))} has no caption")
   img_rank = np.empty(n, np.int64)
   for s in range(0, n, chunk):
-    sim = zimg[s:s + chunk] @ ztxt.T  # [c, M]
-    own = txt_to_img[None, :] == np.arange(s, min(s + chunk, n))[:, None]
-    own_sim = np.where(own, sim, -np.inf)
-    best = np.argmax(own_sim, axis=1)  # The own caption ranked highest (first on ties).
-    img_rank[s:s + chunk] = stable_rank(sim, best)
+    e = min(s + chunk, n)
+    sim = zimg[s:e] @ ztxt.T  # [c, M]
+    caps = by_image[bounds[s]:bounds[e]]  # This chunk's own captions, grouped by image.
+    owners = txt_to_img[caps]
+    order = np.lexsort((caps, -sim[owners - s, caps], owners))  # Best own caption first.
+    first = np.r_[True, owners[order][1:] != owners[order][:-1]]
+    img_rank[s:e] = stable_rank(sim, caps[order][first])
   txt_rank = np.empty(m, np.int64)
   for s in range(0, m, chunk):
     sim = ztxt[s:s + chunk] @ zimg.T  # [c, N]
