@@ -83,12 +83,9 @@ def check_shapes(stored, abstract, where: str) -> None:
         "Use the config the checkpoint was trained with, or a fresh --workdir.")
 
 
-def restore_params(directory: str, step: int | None = None, sharding=None, abstract_params=None):
+def restore_params(directory: str, step: int | None = None, sharding=None):
   """Only the parameters of checkpoint `step` (default: newest), whatever device topology wrote
-  it: as host numpy arrays, or as jax.Arrays with `sharding` (one sharding for every leaf).
-
-  With `abstract_params` (the model's parameter shapes) a mismatch raises CheckpointMismatch.
-  """
+  it: as host numpy arrays, or as jax.Arrays with `sharding` (one sharding for every leaf)."""
   directory = os.path.abspath(directory)
   manager = ocp.CheckpointManager(directory, item_handlers={
       "state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
@@ -98,8 +95,6 @@ def restore_params(directory: str, step: int | None = None, sharding=None, abstr
                             f"{list(manager.all_steps())}); train first, or pass an existing step")
   meta = manager.item_metadata(step)["state"]
   stored = dict(getattr(meta, "tree", meta))["params"]
-  if abstract_params is not None:
-    check_shapes({"params": stored}, {"params": abstract_params}, f"{directory}/{step}")
   on = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = {"params": jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=on), stored)}

@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
   workdir = os.path.abspath(args.workdir)
   model = TwoTowers(**config.model.to_dict())
   params_dir = os.path.join(workdir, "checkpoints")
-  step = args.step if args.step is not None else ckpt_lib.Checkpointer(params_dir).latest_step()
+  step = args.step
+  if step is None:
+    ckpt = ckpt_lib.Checkpointer(params_dir)
+    step = ckpt.latest_step()
+    ckpt.close()
   if step is None:
     raise FileNotFoundError(f"no checkpoint under {params_dir}: train first (python -m "
                             "big_vision_lite.train --config F --workdir DIR)")

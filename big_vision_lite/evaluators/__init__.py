@@ -28,8 +28,9 @@ def make(evals_config, embedder, defaults: dict) -> dict:
       raise ConfigError(f"config.evals.{name}.type={kind!r} is not one of {sorted(EVALUATORS)}")
     every = cfg.pop("every_steps", None)
     cls = EVALUATORS[kind]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",
-                                                                                    "embedder")]
+    params = [p for p in inspect.signature(cls.__init__).parameters.values()
+              if p.name not in ("self", "embedder")]
+    accepted = [p.name for p in params]
     for key in cfg:
       if key not in accepted:
         close = difflib.get_close_matches(key, accepted, n=1)
@@ -38,9 +39,8 @@ def make(evals_config, embedder, defaults: dict) -> dict:
                           f"{accepted}")
     kwargs = {k: v for k, v in defaults.items() if k in accepted}
     kwargs.update(cfg)
-    missing = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-               if p.default is inspect.Parameter.empty and p.name not in kwargs
-               and p.name not in ("self", "embedder")]
+    missing = [p.name for p in params
+               if p.default is inspect.Parameter.empty and p.name not in kwargs]
     if missing:
       raise ConfigError(f"config.evals.{name}: {kind} needs {missing}")
     out[name] = (cls(embedder, **kwargs), every)

@@ -142,6 +142,14 @@ class Embedder:
     return self._run(lambda x: self._text(params, x), local_tokens)
 
 
+class Evaluator:
+  """An evaluation: `embed(params)` -> {name: array} for the whole set on every process,
+  `metrics(arrays)` -> {metric: value}."""
+
+  def run(self, params) -> dict[str, float]:
+    return self.metrics(self.embed(params))
+
+
 def local_share(items: Sequence[Any]) -> Sequence[Any]:
   """This process's contiguous share of a sequence every process holds in full."""
   r = process_range(len(items))

@@ -18,8 +18,6 @@ SHAPES_SIZE = 512  # Default number of examples drawn from a shapes split.
 
 @dataclasses.dataclass
 class EvalSet:
-  name: str                      # dataset name, as used in metric keys
-  split: str
   total: int                     # examples over all processes
   offset: int                    # dataset index of this process's first example
   images: Any                    # this process's images: uint8 array [n, H, W, 3] or LazyImages
@@ -29,9 +27,10 @@ class EvalSet:
 
 
 def _shapes_examples(task: str, split: str, seed: int, indices: range, image_size: int):
+  if task == "shapes":  # Captioned images: the split's own mix of one and two objects.
+    return [shapes.draw(seed, split, i, image_size) for i in indices]
   combos = shapes.HELDOUT_COMBOS if task == "shapes_combo_heldout" else shapes.ALL_COMBOS
-  one = None if task == "shapes" else 1  # Classification images hold one object.
-  return [shapes.draw(seed, split, i, image_size, combos=combos if one else None, num_objects=one)
+  return [shapes.draw(seed, split, i, image_size, combos=combos, num_objects=1)  # One object.
           for i in indices]
 
 
@@ -48,7 +47,7 @@ def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int 
   examples = _shapes_examples(task, split, seed, local, image_size)
   images = (np.stack([e["image"] for e in examples]) if examples
             else np.zeros((0, image_size, image_size, 3), np.uint8))
-  out = EvalSet(task, split, total, local.start, images)
+  out = EvalSet(total, local.start, images)
   if task == "shapes":
     out.captions = [e["captions"] for e in examples]
   elif task == "shapes_combo_heldout":
@@ -73,7 +72,7 @@ def tfds_set(dataset: str, split: str, *, pp: str, data_dir: str | None = None,
   total = min(len(src), num_examples or len(src))
   local = process_range(total)
   images = LazyImages(src, local, ops.parse(pp), f"{dataset}[{split}]")
-  out = EvalSet(dataset, split, total, local.start, images)
+  out = EvalSet(total, local.start, images)
   records = (src.source[i] for i in local)  # Images stay encoded: this pass is cheap.
   if caption_key:
     out.captions = []

@@ -11,7 +11,7 @@ held-out accuracy (ties: the stronger one) is then scored on the test split.
 import numpy as np
 
 from big_vision_lite.evaluators import data
-from big_vision_lite.evaluators.common import gather_rows
+from big_vision_lite.evaluators.common import Evaluator, gather_rows
 
 # Strengths relative to the mean squared norm of the centred training features.
 L2_GRID = tuple(float(x) for x in 10.0 ** np.arange(-6, 3.5, 0.5))
@@ -65,7 +65,7 @@ def fewshot_accuracy(x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray,
   return out
 
 
-class FewShot:
+class FewShot(Evaluator):
   """k-shot linear-probe top-1 on a shapes task or a tfds classification dataset.
 
   The pool is the first `num_train_examples` of `train_split`; the test set the first
@@ -109,9 +109,6 @@ class FewShot:
       out[f"fewshot/{self.dataset}/{k}shot"] = float(np.mean(a))
       out[f"fewshot/{self.dataset}/{k}shot_std"] = float(np.std(a, ddof=1) if len(a) > 1 else 0.)
     return out
-
-  def run(self, params) -> dict[str, float]:
-    return self.metrics(self.embed(params))
 
   def benchmark(self, results: dict[str, float]) -> dict[str, float]:
     """k-shot accuracies as `{k}shot_acc1` (and `{k}shot_acc1_std`)."""

@@ -3,7 +3,7 @@
 `assets/clip_prompts.json` holds the prompt sets published with CLIP (Radford et al., 2021;
 the 80 ImageNet templates and the per-dataset sets, as distributed by CLIP_benchmark, MIT
 licence) keyed by tfds dataset name, and CLIP's edited ImageNet class names. Templates use `{}`
-for the class name.
+for the class name; an entry that is a string names the dataset whose entry it shares.
 """
 
 import functools
@@ -31,23 +31,24 @@ def _clip() -> dict:
     return json.load(f)
 
 
+def _clip_entry(table: str, dataset: str, fix: str) -> list[str]:
+  """An entry of the CLIP asset's `table`; an entry that is a string names another dataset."""
+  known = _clip()[table]
+  if dataset not in known:
+    raise ValueError(f"no CLIP {table} for {dataset!r}; known: {sorted(known)}. {fix}")
+  entry = known[dataset]
+  return list(known[entry] if isinstance(entry, str) else entry)
+
+
 def clip_templates(dataset: str) -> tuple[str, ...]:
   """CLIP's prompt templates for a tfds dataset name (e.g. the 80 for imagenet2012)."""
-  known = _clip()["templates"]
-  if dataset not in known:
-    raise ValueError(f"no CLIP templates for {dataset!r}; known: {sorted(known)}. Pass "
-                     "templates='single' or a tuple of strings with one '{}' each")
-  return tuple(known[dataset])
+  return tuple(_clip_entry("templates", dataset, "Pass templates='single' or a tuple of strings "
+                           "with one '{}' each"))
 
 
 def clip_classnames(dataset: str) -> list[str]:
   """CLIP's edited class names for a tfds dataset (the ImageNet family)."""
-  known = _clip()["classnames"]
-  if dataset not in known:
-    raise ValueError(f"no CLIP class names for {dataset!r}; known: {sorted(known)}. Use "
-                     "classnames=None (the dataset's own) or a list")
-  names = known[dataset]
-  return list(known[names] if isinstance(names, str) else names)  # A str names an alias.
+  return _clip_entry("classnames", dataset, "Use classnames=None (the dataset's own) or a list")
 
 
 def templates_for(dataset: str, spec) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ import numpy as np
 
 from big_vision_lite.data import tokenizer as tok_lib
 from big_vision_lite.evaluators import data
-from big_vision_lite.evaluators.common import gather_rows, gather_strings
+from big_vision_lite.evaluators.common import Evaluator, gather_rows, gather_strings
 
 
 def stable_rank(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
   return out
 
 
-class Retrieval:
+class Retrieval(Evaluator):
   """Recall@1/5/10 both ways over a captioned set ('shapes': every phrasing of each test
   image; or a tfds dataset with `caption_key`, e.g. coco_captions 'captions/text')."""
 
@@ -80,9 +80,6 @@ class Retrieval:
   def metrics(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
     r = recall_at_k(emb["image_embeddings"], emb["text_embeddings"], emb["caption_image"])
     return {f"retrieval/{self.dataset}/{k}": v for k, v in r.items()}
-
-  def run(self, params) -> dict[str, float]:
-    return self.metrics(self.embed(params))
 
   def benchmark(self, results: dict[str, float]) -> dict[str, float]:
     """Our metrics under CLIP_benchmark's names (image retrieval = text -> image)."""

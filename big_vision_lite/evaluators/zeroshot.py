@@ -5,7 +5,7 @@ import numpy as np
 from big_vision_lite.data import shapes
 from big_vision_lite.data import tokenizer as tok_lib
 from big_vision_lite.evaluators import data, prompts, retrieval
-from big_vision_lite.evaluators.common import gather_rows, local_share
+from big_vision_lite.evaluators.common import Evaluator, gather_rows, local_share
 
 
 def classifier_weights(text_embeddings: np.ndarray, num_classes: int) -> np.ndarray:
@@ -34,7 +34,7 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]
   return out
 
 
-class ZeroShot:
+class ZeroShot(Evaluator):
   """Zero-shot top-1/top-5/mean per-class recall on a shapes task or a tfds classification set.
 
   classnames: None (the dataset's own), 'clip' (CLIP's edited names, ImageNet family) or a list.
@@ -78,9 +78,6 @@ class ZeroShot:
     scores = emb["image_embeddings"] @ emb["class_embeddings"].T
     return {f"zeroshot/{self.dataset}/{k}": v
             for k, v in accuracy_metrics(scores, emb["labels"]).items()}
-
-  def run(self, params) -> dict[str, float]:
-    return self.metrics(self.embed(params))
 
   def benchmark(self, results: dict[str, float]) -> dict[str, float]:
     """Our metrics under CLIP_benchmark's names."""
