@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from big_vision_lite import pytree
+from big_vision_lite import errors, pytree
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(errors.Error, ValueError):
   """The checkpoint does not fit the model/optimiser built from the config."""
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import ml_collections
 
+from big_vision_lite import errors
+
 TOP_LEVEL_KEYS = {  # key -> required
     "seed": True, "batch_size": True, "total_steps": False, "total_examples": False,
     "log_training_steps": True, "ckpt_steps": True, "keep_ckpts": True, "eval_steps": True,
@@ -19,7 +21,7 @@ TOP_LEVEL_KEYS = {  # key -> required
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.Error, ValueError):
   """A config that cannot run; the message names the key and the fix."""
 
 

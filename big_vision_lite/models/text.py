@@ -20,6 +20,7 @@ class TextTransformer(nn.Module):
   depth: int | None = None
   mlp_dim: int | None = None
   num_heads: int | None = None
+  max_len: int | None = None  # tokens per text; None: whatever the input has
   num_classes: int | None = None
   pool_type: str = "last"
   head_zeroinit: bool = False
@@ -34,6 +35,9 @@ class TextTransformer(nn.Module):
   @nn.compact
   def __call__(self, text: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     hp = self.hparams()
+    if self.max_len is not None and text.shape[1] != self.max_len:
+      raise ValueError(f"text tower built for {self.max_len} tokens got {text.shape[1]}; "
+                       "tokenize to max_len or set max_len")
     out = {}
     x = nn.Embed(self.vocab_size, hp["width"], name="Embed_0")(text)  # [B, L, D]
     pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(hp["width"])),

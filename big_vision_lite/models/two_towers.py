@@ -45,6 +45,14 @@ class TwoTowers(nn.Module):
     return (ViT(**{"num_classes": dims[0], "dtype_mm": dtype, **self.image}, name="img"),
             TextTransformer(**{"num_classes": dims[1], "dtype_mm": dtype, **self.text}, name="txt"))
 
+  def example_inputs(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Zero images [batch, S, S, 3] and tokens [batch, L] at the towers' image_size and max_len
+    (what `init` needs)."""
+    size, max_len = self.image.get("image_size"), self.text.get("max_len")
+    if not size or not max_len:
+      raise ValueError("example_inputs needs model.image.image_size and model.text.max_len")
+    return np.zeros((batch, size, size, 3), np.float32), np.zeros((batch, max_len), np.int32)
+
   @nn.compact
   def __call__(self, image: jax.Array | None, text: jax.Array | None):
     img_tower, txt_tower = self._towers()

@@ -82,6 +82,7 @@ class ViT(nn.Module):
   mlp_dim: int | None = None
   num_heads: int | None = None
   patch_size: tuple[int, int] | None = None
+  image_size: int | None = None  # input resolution; None: whatever the input has
   num_classes: int | None = None
   posemb: str = "learn"
   pool_type: str = "map"
@@ -99,6 +100,9 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     hp = self.hparams()
+    if self.image_size is not None and image.shape[1:3] != (self.image_size,) * 2:
+      raise ValueError(f"ViT built for {self.image_size}x{self.image_size} images got "
+                       f"{image.shape[1]}x{image.shape[2]}; resize the input or set image_size")
     out = {}
     x = nn.Conv(hp["width"], hp["patch_size"], strides=hp["patch_size"], padding="VALID",
                 dtype=self.dtype_mm, name="embedding")(image.astype(jnp.float32))

@@ -1,0 +1,7 @@
+"""Errors a user can fix: entry points print the message (no traceback) and exit with `exit_code`."""
+
+
+class Error(Exception):
+  """A problem whose message names what is wrong and how to fix it."""
+
+  exit_code = 2
