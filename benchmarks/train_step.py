@@ -1,6 +1,6 @@
 """Prints step time, img/s and MFU of the update step for a config, on synthetic data.
 
-  python benchmarks/train_step.py --config configs/siglip_b16_synthetic.py --batch_size 256
+  python benchmarks/train_step.py --config configs/siglip_b16_shapes.py --batch_size 256
   python benchmarks/train_step.py --config configs/siglip_shapes.py --config.model.dtype_mm=bfloat16
 
 Random images and token ids are placed on the devices once, so the input pipeline is not
@@ -12,7 +12,6 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from big_vision_lite import config as config_lib
@@ -26,26 +25,21 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=10, help="timed steps after 2 warm-up steps")
   p.add_argument("--peak_tflops", type=float, default=None, help="per-device peak, bf16 dense")
   args, rest = p.parse_known_args()
-  cfg = config_lib.load(args.config)
-  config_lib.parse_overrides(cfg, rest)
-  if args.batch_size:
-    cfg.batch_size = args.batch_size
-  mesh = sharding.make_mesh(cfg.get("mesh") or (("data", -1),))
+  cfg = config_lib.from_args(args.config, rest,
+                             {"batch_size": args.batch_size} if args.batch_size else None)
+  mesh = sharding.make_mesh(cfg.mesh)
   config_lib.validate(cfg, mesh.devices.size)
 
-  size = cfg.input.data.get("image_size", 64)
+  abstract = train.abstract_batch(cfg, mesh)
   rng = np.random.default_rng(0)
-  batch_np = {"image": rng.uniform(-1, 1, (cfg.batch_size, size, size, 3)).astype(np.float32),
-              "labels": rng.integers(1, cfg.model.text.vocab_size,
-                                     (cfg.batch_size, cfg.input.max_len)).astype(np.int32)}
-  spec = sharding.batch_sharding(mesh)
-  batch = {k: jax.device_put(v, spec) for k, v in batch_np.items()}
-  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in batch_np.items()}
+  image, labels = abstract["image"].shape, abstract["labels"].shape
+  batch_np = {"image": rng.uniform(-1, 1, image).astype(np.float32),
+              "labels": rng.integers(1, cfg.model.text.vocab_size, labels).astype(np.int32)}
+  batch = {k: jax.device_put(v, abstract[k].sharding) for k, v in batch_np.items()}
 
-  total_steps = config_lib.resolve_steps(cfg, "total", cfg.batch_size)
-  _, _, init_fn, update = train.build(cfg, mesh, example, total_steps)
-  abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=spec) for k, v in batch.items()}
-  flops = train.model_flops_per_step(cfg, mesh, abstract)
+  total_steps, warmup_steps, _ = config_lib.durations(cfg)
+  _, abstract_state, init_fn, update = train.build(cfg, mesh, total_steps, warmup_steps)
+  update, flops = train.compile_update(cfg, mesh, update, abstract_state)
   state = init_fn(jax.random.key(0))
   for _ in range(2):
     state, m = update(state, batch)

@@ -19,6 +19,10 @@ class CheckpointMismatch(errors.Error, ValueError):
   """The checkpoint does not fit the model/optimiser built from the config."""
 
 
+class NoCheckpoint(errors.Error, FileNotFoundError):
+  """There is no checkpoint (or none for the step asked for)."""
+
+
 class Checkpointer:
   """Saves and restores {'state': train state pytree, 'data': JSON input state} by step."""
 
@@ -45,7 +49,7 @@ class Checkpointer:
     """Restores (state, data_state, step) onto the shardings in `abstract_state`."""
     step = self.latest_step() if step is None else step
     if step is None or step not in self.all_steps():
-      raise FileNotFoundError(f"no checkpoint for step {step} under {self.directory} "
+      raise NoCheckpoint(f"no checkpoint for step {step} under {self.directory} "
                               f"(available: {self.all_steps()})")
     self._check_shapes(step, abstract_state)
     restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -91,7 +95,7 @@ def restore_params(directory: str, step: int | None = None, sharding=None):
       "state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None or step not in manager.all_steps():
-    raise FileNotFoundError(f"no checkpoint for step {step} under {directory} (available: "
+    raise NoCheckpoint(f"no checkpoint for step {step} under {directory} (available: "
                             f"{list(manager.all_steps())}); train first, or pass an existing step")
   meta = manager.item_metadata(step)["state"]
   stored = dict(getattr(meta, "tree", meta))["params"]

@@ -1,7 +1,12 @@
-"""Config helpers: loading `configs/*.py`, `--config.key=value` overrides, validation, durations."""
+"""Configs: loading, `--config.a.b=value` overrides, checking against the schema, durations.
+
+A config is a Python file whose `get_config(arg)` returns an `ml_collections.ConfigDict` (or a
+run's `config.json`). Every key it sets, every command-line override (`--config.a.b=value`, or a
+whole section `--config.schedule="{'warmup_steps': 10}"`) is checked against `schema.SCHEMA`,
+and `resolve` fills the defaults, so the resolved config holds every key.
+"""
 
 import ast
-import difflib
 import importlib.util
 import json
 import os
@@ -9,27 +14,22 @@ from typing import Any
 
 import ml_collections
 
-from big_vision_lite import errors
+from big_vision_lite import schema
+from big_vision_lite.schema import ConfigError
 
-TOP_LEVEL_KEYS = {  # key -> required
-    "seed": True, "batch_size": True, "total_steps": False, "total_examples": False,
-    "log_training_steps": True, "ckpt_steps": True, "keep_ckpts": True, "eval_steps": True,
-    "loss": True, "lr": True, "wd": True, "grad_clip_norm": False, "lr_mults": False,
-    "wd_mults": False, "model": True, "optax": True, "schedule": True, "input": True,
-    "evals": True, "eval_batch_size": False, "grad_accum_steps": False, "mesh": False,
-    "sharding_rules": False,
-}
-
-
-class ConfigError(errors.Error, ValueError):
-  """A config that cannot run; the message names the key and the fix."""
+__all__ = ["ConfigError", "load", "parse_arg", "override", "parse_overrides", "resolve",
+           "from_args", "resolve_steps", "durations", "validate", "from_json", "to_json"]
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` by calling its `get_config(arg)`."""
+  """The config as its file builds it: `path/to/config.py[:arg]` (calls `get_config(arg)`) or a
+  run's `config.json`. Not yet checked: see `resolve`."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise ConfigError(f"config file {path!r} not found (pass e.g. --config configs/siglip_shapes.py)")
+  if path.endswith(".json"):
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
   module_spec = importlib.util.spec_from_file_location("_bvl_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -53,56 +53,42 @@ def parse_arg(arg: str | None, known: set[str], config: str) -> dict[str, str]:
   return out
 
 
-def _flat_keys(cfg, prefix="") -> list[str]:
-  keys = []
-  for k, v in cfg.items():
-    keys.append(prefix + k)
-    if isinstance(v, (ml_collections.ConfigDict, dict)):
-      keys.extend(_flat_keys(v, prefix + k + "."))
-  return keys
+def _plain(cfg) -> dict:
+  return cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
 
 
-def _unknown(key: str, cfg) -> ConfigError:
-  close = difflib.get_close_matches(key, _flat_keys(cfg), n=1, cutoff=0.6)
-  hint = f" (did you mean {close[0]!r}?)" if close else ""
-  return ConfigError(f"unknown config key {key!r}{hint}")
-
-
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+  """A command-line value: a Python literal, else the bare string (`--config.loss=softmax`)."""
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
-    return text  # A bare string such as `--config.loss=softmax`.
+    return text
 
 
-def override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
-  """Sets dotted `key` from its command-line text; unknown keys and wrong types fail."""
-  *parents, leaf = key.split(".")
-  node = cfg
-  for p in parents:
-    if p not in node or not isinstance(node[p], (ml_collections.ConfigDict, dict)):
-      raise _unknown(key, cfg)
-    node = node[p]
-  if leaf not in node:
-    raise _unknown(key, cfg)
-  value, old = _parse_value(text), node[leaf]
-  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
-  sequence_or_dict = (tuple, list, dict, ml_collections.ConfigDict)
-  if (old is not None and value is not None and type(old) is not type(value)
-      and not (isinstance(old, sequence_or_dict) and isinstance(value, sequence_or_dict))):
-    raise ConfigError(f"config key {key!r} expects {type(old).__name__} (now {old!r}), got {text!r}")
-  if isinstance(old, ml_collections.ConfigDict) and isinstance(value, dict):
-    value = ml_collections.ConfigDict(value)
-  if isinstance(node, ml_collections.ConfigDict) and isinstance(old, ml_collections.ConfigDict):
-    with node.ignore_type():  # A dict may replace a dict (or a list of them, for mixtures).
-      node[leaf] = value
-  else:
-    node[leaf] = value
+def override(cfg: dict, key: str, value: Any) -> None:
+  """Sets dotted `key` of a plain-dict config to `value`, checked against the schema: an unknown
+  key or a value of the wrong type fails; a whole section is checked key by key."""
+  spec: schema.Spec = schema.SCHEMA
+  node, path = cfg, ""
+  parts = key.split(".")
+  for i, part in enumerate(parts):
+    child = spec.child(part, node, path)
+    path = f"{path}.{part}" if path else part
+    if i == len(parts) - 1:
+      node[part] = child.check(value, path)
+      if isinstance(spec, schema.Variant) and part == spec.key:
+        # Switching a variant (optax.name=sgd) drops the keys the new option does not take.
+        keep = spec.child_fields(node, path)
+        for key in [k for k in node if k not in keep]:
+          del node[key]
+      return
+    if node.get(part) is None:
+      node[part] = {}
+    spec, node = child, node[part]
 
 
-def parse_overrides(cfg: ml_collections.ConfigDict, argv: list[str]) -> None:
-  """Applies `--config.a.b=value` (or `--config.a.b value`) arguments in order."""
+def parse_overrides(cfg: dict, argv: list[str]) -> None:
+  """Applies `--config.a.b=value` (or `--config.a.b value`) arguments to a plain-dict config."""
   i = 0
   while i < len(argv):
     arg = argv[i]
@@ -116,8 +102,23 @@ def parse_overrides(cfg: ml_collections.ConfigDict, argv: list[str]) -> None:
       text = argv[i]
     else:
       raise ConfigError(f"{arg} needs a value, e.g. {arg}=100")
-    override(cfg, key, text)
+    override(cfg, key, parse_value(text))
     i += 1
+
+
+def resolve(cfg) -> ml_collections.ConfigDict:
+  """The complete config: every key checked against the schema, defaults filled."""
+  return ml_collections.ConfigDict(schema.SCHEMA.check(_plain(cfg), ""))
+
+
+def from_args(spec: str, argv: list[str] = (), overrides: dict[str, Any] | None = None
+              ) -> ml_collections.ConfigDict:
+  """`load(spec)`, then `--config.*` arguments and `overrides` ({dotted key: value}), resolved."""
+  cfg = _plain(load(spec))
+  parse_overrides(cfg, list(argv))
+  for key, value in (overrides or {}).items():
+    override(cfg, key, value)
+  return resolve(cfg)
 
 
 def resolve_steps(cfg, name: str, batch_size: int, epoch_size: int | None = None,
@@ -139,44 +140,39 @@ def resolve_steps(cfg, name: str, batch_size: int, epoch_size: int | None = None
   return max(1, int(round(value * epoch_size / batch_size)))
 
 
-def _check(cond: bool, msg: str) -> None:
-  if not cond:
-    raise ConfigError(msg)
+def durations(cfg: ml_collections.ConfigDict) -> tuple[int, int, list[str]]:
+  """(total_steps, warmup_steps, warnings): the run's durations in steps. A warmup that is not
+  shorter than the run (a smoke run of a long recipe) is capped at 10% of it, with a warning."""
+  total = resolve_steps(cfg, "total", cfg.batch_size)
+  if total is None:
+    raise ConfigError("set config.total_steps (or config.total_examples)")
+  warmup = resolve_steps(cfg.schedule, "warmup", cfg.batch_size, default=0)
+  warnings = []
+  if warmup >= total:
+    capped = total // 10
+    warnings.append(f"schedule warmup of {warmup} steps is not shorter than the run "
+                    f"({total} steps); capped at {capped} (10% of the run)")
+    warmup = capped
+  return total, warmup, warnings
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Fails fast, naming the key, on a config that cannot run."""
-  from big_vision_lite.losses import NAMES  # pylint: disable=import-outside-toplevel
-  for key in cfg:
-    if key not in TOP_LEVEL_KEYS:
-      raise _unknown(key, ml_collections.ConfigDict({k: None for k in TOP_LEVEL_KEYS}))
-  for key, required in TOP_LEVEL_KEYS.items():
-    _check(not required or key in cfg, f"config is missing required key {key!r}")
-  _check(cfg.loss in NAMES, f"config.loss={cfg.loss!r} is not one of {list(NAMES)}")
-  _check(isinstance(cfg.batch_size, int) and cfg.batch_size > 0,
-         f"config.batch_size must be a positive int, got {cfg.batch_size!r}")
-  _check(cfg.batch_size % num_devices == 0,
-         f"config.batch_size={cfg.batch_size} is not divisible by the {num_devices} devices; "
-         f"use a multiple of {num_devices}")
-  accum = cfg.get("grad_accum_steps") or 1
-  _check(isinstance(accum, int) and accum >= 1 and cfg.batch_size % (accum * num_devices) == 0,
-         f"config.grad_accum_steps={accum}: batch_size {cfg.batch_size} must be divisible by "
-         f"grad_accum_steps x devices = {accum * num_devices}")
-  _check(cfg.get("total_steps") is not None or cfg.get("total_examples") is not None,
-         "set config.total_steps (or total_examples)")
-  for key in ("log_training_steps", "ckpt_steps", "eval_steps", "keep_ckpts"):
-    _check(isinstance(cfg[key], int) and cfg[key] > 0, f"config.{key} must be a positive int, "
-           f"got {cfg[key]!r}")
-  _check(cfg.lr > 0, f"config.lr must be > 0, got {cfg.lr}")
-  _check(cfg.wd >= 0, f"config.wd must be >= 0, got {cfg.wd}")
+  """Checks what the schema cannot see alone: how keys fit together and with the devices."""
+  if cfg.batch_size % num_devices:
+    raise ConfigError(f"config.batch_size={cfg.batch_size} is not divisible by the {num_devices} "
+                      f"devices; use a multiple of {num_devices}")
+  accum = cfg.grad_accum_steps
+  if cfg.batch_size % (accum * num_devices):
+    raise ConfigError(f"config.grad_accum_steps={accum}: batch_size {cfg.batch_size} must be "
+                      f"divisible by grad_accum_steps x devices = {accum * num_devices}")
+  durations(cfg)
 
 
 def from_json(path: str) -> ml_collections.ConfigDict:
-  """A config written by `to_json` (a run's config.json); lists stand where tuples were."""
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  """A run's config.json, resolved (so a config written by an older version gains new keys)."""
+  return resolve(load(path))
 
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:
   """The resolved config as indented JSON."""
-  return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)
+  return json.dumps(_plain(cfg), indent=2, sort_keys=True, default=str)

@@ -5,3 +5,4 @@ class Error(Exception):
   """A problem whose message names what is wrong and how to fix it."""
 
   exit_code = 2
+  label = "error"  # How the message is introduced when printed.

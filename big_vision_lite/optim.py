@@ -47,25 +47,23 @@ def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0, decay_type
   return schedule
 
 
-def make(config: ml_collections.ConfigDict, params, total_steps: int):
-  """Returns (optax transform, lr schedule) for `params` from the config."""
+def make(config: ml_collections.ConfigDict, params, total_steps: int, warmup_steps: int = 0):
+  """Returns (optax transform, lr schedule) for `params` from the (resolved) config; the
+  durations come from `config.durations`."""
   sc = config.schedule
-  schedule = make_schedule(config.lr, total_steps, sc.get("warmup_steps", 0),
-                           sc.get("decay_type", "cosine"), sc.get("timescale", 10_000),
-                           sc.get("min_lr", 0.0))
-  lr_mults = pytree.rule_tree(config.get("lr_mults") or (), params, 1.0)
-  wd_mults = pytree.rule_tree(config.get("wd_mults") or (), params, 0.0)
+  schedule = make_schedule(config.lr, total_steps, warmup_steps, sc.decay_type, sc.timescale,
+                           sc.min_lr)
+  lr_mults = pytree.rule_tree(config.lr_mults, params, 1.0)
+  wd_mults = pytree.rule_tree(config.wd_mults, params, 0.0)
   opt = config.optax
-  name = opt.get("name", "adam")
-  if name == "adam":
-    inner = optax.scale_by_adam(b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
-                                eps=opt.get("eps", 1e-8))
-  elif name == "sgd":
-    inner = optax.trace(decay=opt.get("momentum", 0.9))
+  if opt.name == "adam":
+    inner = optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps)
+  elif opt.name == "sgd":
+    inner = optax.trace(decay=opt.momentum)
   else:
-    raise ConfigError(f"unknown config.optax.name {name!r}; known: adam, sgd")
+    raise ConfigError(f"unknown config.optax.name {opt.name!r}; known: adam, sgd")
   chain = [inner]
-  if config.get("grad_clip_norm"):
+  if config.grad_clip_norm:
     chain.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))
   chain.append(_scale_by_tree(lr_mults))
   if config.wd:

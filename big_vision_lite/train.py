@@ -2,18 +2,19 @@
 
   python -m big_vision_lite.train --config configs/siglip_shapes.py --workdir DIR [--config.KEY=VALUE ...]
 
-Re-running the same command on the same DIR resumes from the newest checkpoint.
+Re-running the same command on the same DIR resumes from the newest checkpoint that restores.
 Multi-process: add --coordinator_address HOST:PORT --num_processes N --process_id I to each
 process, launch under SLURM (detected from the environment), or pass --distributed on a TPU VM
 pod slice (JAX detects the cluster). See launch/.
+
+Exit codes: 0 finished; 2 a problem with the config, data, checkpoint or workdir (the message
+says which and how to fix it); 3 stopped after `max_nonfinite_steps` consecutive non-finite
+steps; 4 a checkpoint could not be written; 75 stopped by SIGTERM or SIGINT after saving a
+checkpoint (run the same command to resume).
 """
 
-import argparse
-import functools
-import json
 import os
 import sys
-import time
 from typing import Any
 
 import jax
@@ -25,49 +26,47 @@ from jax.experimental import multihost_utils
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import distributed, losses, metrics, optim
+from big_vision_lite import errors, interrupt, job, losses, metrics, optim
 from big_vision_lite import sharding as sharding_lib
-from big_vision_lite import evaluators
 from big_vision_lite.data import loader
-from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators.common import Embedder
 from big_vision_lite.models.two_towers import TwoTowers
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, ml_collections.ConfigDict]:
-  """Flags and the config with its `--config.KEY=VALUE` overrides applied."""
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
-  p.add_argument("--workdir", required=True, help="checkpoints, metrics and config go here")
-  distributed.add_flags(p)
-  args, rest = p.parse_known_args(argv)
-  config = config_lib.load(args.config)
-  config_lib.parse_overrides(config, rest)
-  return args, config
+class NonFiniteLoss(errors.Error):
+  """Too many consecutive update steps had a non-finite loss or gradient."""
+
+  exit_code = 3
 
 
-def build_model(config: ml_collections.ConfigDict) -> TwoTowers:
-  return TwoTowers(**config.model.to_dict())
+class Interrupted(errors.Error):
+  """Stopped by a signal after saving a checkpoint; the same command resumes."""
+
+  exit_code = interrupt.EXIT_CODE
+  label = "stopped"
 
 
-def create_train_state(config, model: TwoTowers, mesh, total_steps: int, batch_example):
+def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_steps: int):
   """Returns (tx, schedule, abstract_state, state_shardings, init_fn).
 
-  The state is {'params', 'opt', 'step'}; `init_fn(rng)` creates it directly with its shardings.
+  The state is {'params', 'opt', 'step', 'nonfinite'} ('nonfinite': consecutive non-finite
+  steps so far); `init_fn(rng)` creates it directly with its shardings.
   """
+  example = model.example_inputs()
+
   def init_params(rng):
-    return model.init(rng, batch_example["image"], batch_example["labels"])["params"]
+    return model.init(rng, *example)["params"]
 
   abstract_params = jax.eval_shape(init_params, jax.random.key(0))
-  tx, schedule = optim.make(config, abstract_params, total_steps)
+  tx, schedule = optim.make(config, abstract_params, total_steps, warmup_steps)
 
   def init_state(rng):
     params = init_params(rng)
-    return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32),
+            "nonfinite": jnp.zeros((), jnp.int32)}
 
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))
   shardings = sharding_lib.state_shardings(mesh, abstract_state, abstract_params,
-                                           config.get("sharding_rules") or ())
+                                           config.sharding_rules)
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 abstract_state, shardings)
   init_fn = jax.jit(init_state, out_shardings=shardings)
@@ -83,6 +82,10 @@ def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardin
   first (activations discarded), the loss and its gradient w.r.t. the embeddings are taken
   over the full batch, then each micro-batch is re-embedded and back-propagated with its slice
   of those gradients. Activation memory is one micro-batch's; the cost is one extra forward.
+
+  A step whose loss or gradient norm is not finite is not applied: parameters and optimiser
+  state keep their values (a select fused into the update, no host round trip), the step
+  counter advances, and `nonfinite` counts such steps in a row.
   """
   contrastive = losses.make(loss_name, mesh)
   batch_spec = sharding_lib.batch_sharding(mesh)
@@ -122,26 +125,55 @@ def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardin
 
   def update(state, batch):
     (loss, measured), grads = compute_grads(state["params"], batch)
+    grad_norm = optax.global_norm(grads)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    measured.update(loss=loss, lr=schedule(state["step"]), grad_norm=optax.global_norm(grads))
-    return {"params": params, "opt": opt, "step": state["step"] + 1}, measured
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    measured.update(loss=loss, lr=schedule(state["step"]), grad_norm=grad_norm)
+    return {"params": keep(params, state["params"]), "opt": keep(opt, state["opt"]),
+            "step": state["step"] + 1,
+            "nonfinite": jnp.where(finite, 0, state["nonfinite"] + 1)}, measured
 
   return jax.jit(update, donate_argnums=0, in_shardings=(state_shardings, batch_spec),
                  out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
 
 
-def build(config, mesh, batch_example, total_steps: int):
+def build(config, mesh, total_steps: int, warmup_steps: int = 0):
   """(model, abstract_state, init_fn, update): everything a config trains with on a mesh."""
-  model = build_model(config)
+  model = job.build_model(config)
   tx, schedule, abstract_state, shardings, init_fn = create_train_state(
-      config, model, mesh, total_steps, batch_example)
+      config, model, mesh, total_steps, warmup_steps)
   update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh,
-                          config.get("grad_accum_steps") or 1)
+                          config.grad_accum_steps)
   return model, abstract_state, init_fn, update
 
 
-def model_flops_per_step(config, mesh, abstract_batch) -> float:
+def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch the update step takes: images at the model's size, tokens at its length."""
+  size, length, n = config.model.image.image_size, config.model.text.max_len, config.batch_size
+  sharding = sharding_lib.batch_sharding(mesh)
+  return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding),
+          "labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
+
+
+def _is_plain(config) -> bool:
+  """No remat, scan, accumulation or chunked loss: XLA's FLOP count is the model's."""
+  towers = (config.model.image, config.model.text)
+  return (config.grad_accum_steps == 1 and config.loss in ("sigmoid", "softmax") and
+          all(t.get("remat_policy", "none") == "none" and not t.get("scan") for t in towers))
+
+
+def compile_update(config, mesh, update, abstract_state):
+  """(the update step compiled ahead of time, model FLOPs per step). For a plain config the
+  FLOPs come from the same lowering, so the model is traced once."""
+  lowered = update.lower(abstract_state, abstract_batch(config, mesh))
+  flops = (float(lowered.cost_analysis()["flops"]) if _is_plain(config)
+           else model_flops_per_step(config, mesh))
+  return lowered.compile(), flops
+
+
+def model_flops_per_step(config, mesh) -> float:
   """Model FLOPs of one update step: XLA's cost analysis of the plain step (no remat, no
   scan, no accumulation, dense loss: recomputation is not counted and no loop, such as the
   chunked loss's ring, is undercounted)."""
@@ -151,58 +183,51 @@ def model_flops_per_step(config, mesh, abstract_batch) -> float:
     plain.model[tower].remat_policy = "none"
   plain.loss = "sigmoid" if "sigmoid" in plain.loss else "softmax"
   plain.grad_accum_steps = 1
-  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in abstract_batch.items()}
-  total_steps = config_lib.resolve_steps(plain, "total", plain.batch_size)
-  _, abstract_state, _, update = build(plain, mesh, example, total_steps)
-  return float(update.lower(abstract_state, abstract_batch).cost_analysis()["flops"])
+  _, abstract_state, _, update = build(plain, mesh, 2)
+  return float(update.lower(abstract_state, abstract_batch(plain, mesh)).cost_analysis()["flops"])
 
 
-def _format_results(results: dict[str, float]) -> str:
-  """One line per evaluated dataset: '  zeroshot/cifar10: top1 0.912  top5 0.998 ...'."""
-  groups: dict[str, list[str]] = {}
-  for key, value in sorted(results.items()):
-    group, _, name = key.rpartition("/")
-    groups.setdefault(group, []).append(f"{name} {value:.3f}")
-  return "\n".join(f"  {group}: " + "  ".join(items) for group, items in groups.items())
-
-
-def _print(*args) -> None:
-  if jax.process_index() == 0:
-    print(*args, flush=True)
+def _nonfinite_report(step: int, streak: int, measured, last_saved: int | None, where: str) -> str:
+  m = {k: float(v) for k, v in jax.device_get(measured).items()}
+  saved = f"the last good checkpoint is {where}/{last_saved}" if last_saved is not None else \
+      "no checkpoint was saved"
+  return (f"{streak} consecutive update steps ({step - streak + 1}-{step}) had a non-finite loss "
+          f"or gradient and were not applied; at step {step}: loss {m['loss']}, gradient norm "
+          f"{m['grad_norm']}, t {m['t']}, b {m['b']}. The parameters are those of step "
+          f"{step - streak}; {saved}. Fix the cause (a lower lr or temperature_init, "
+          "grad_clip_norm, or the data), then resume with the same command.")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   """Trains (or resumes) and returns the final evaluation metrics."""
-  args, config = parse_args(sys.argv[1:] if argv is None else argv)
-  distributed.initialize_from(args)
-
-  # --- Mesh and config checks.
-  mesh = sharding_lib.make_mesh(config.get("mesh") or (("data", -1),))
-  config_lib.validate(config, mesh.devices.size)
-  total_steps = config_lib.resolve_steps(config, "total", config.batch_size)
+  parser = job.argument_parser(__doc__)
+  args, config = job.parse(parser, sys.argv[1:] if argv is None else argv)
+  mesh = job.start(args, config)
+  total_steps, warmup_steps, warnings = config_lib.durations(config)
   workdir = os.path.abspath(args.workdir)
+  return _train(config, mesh, workdir, total_steps, warmup_steps, warnings)
+
+
+def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: int,
+           warmup_steps: int, warnings: list[str]) -> dict[str, Any]:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config_lib.to_json(config))
-  _print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
-         f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
+  for warning in warnings:
+    job.print0(f"warning: {warning}")
+  job.print0(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
+             f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
 
   # --- Input.
-  train_iter = loader.make_input(config.input, config.batch_size)
-  vocab = tok_lib.get(config.input.get("tokenizer") or tok_lib.SHAPES_MODEL).vocab_size
-  if config.model.text.vocab_size < vocab:
-    raise config_lib.ConfigError(f"config.model.text.vocab_size={config.model.text.vocab_size} "
-                                 f"is smaller than the tokenizer's {vocab} pieces")
-  first = train_iter.batch(0)
-  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
+  job.check_vocab(config)
+  train_iter = loader.make_input(config.input, config.batch_size,
+                                 image_size=config.model.image.image_size,
+                                 max_len=config.model.text.max_len)
 
   # --- Model, optimiser, sharded state.
-  model, abstract_state, init_fn, update = build(config, mesh, example, total_steps)
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, *v.shape[1:]), v.dtype,
-                                            sharding=batch_sharding) for k, v in first.items()}
-  flops_per_step = model_flops_per_step(config, mesh, abstract_batch)
+  model, abstract_state, init_fn, update = build(config, mesh, total_steps, warmup_steps)
+  update, flops_per_step = compile_update(config, mesh, update, abstract_state)
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
   # --- Restore the newest checkpoint, or initialise.
@@ -210,22 +235,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if ckpt.latest_step() is not None:
     state, data_state, step = ckpt.restore(abstract_state)
     train_iter.set_state(data_state)
-    _print(f"resumed from {ckpt.directory}/{step}")
+    job.print0(f"resumed from {ckpt.directory}/{step}")
   else:
     state, step = init_fn(jax.random.key(config.seed)), 0
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
-  _print(f"model: {num_params / 1e6:.2f}M parameters; loss: {config.loss}; "
-         f"{total_steps} steps of batch {config.batch_size}")
+  job.print0(f"model: {num_params / 1e6:.2f}M parameters; loss: {config.loss}; "
+             f"{total_steps} steps of batch {config.batch_size}")
 
   # --- Evaluators.
-  embedder = Embedder(model, mesh, config.get("eval_batch_size") or 256)
-  defaults = dict(image_size=first["image"].shape[1], max_len=config.input.max_len,
-                  tokenizer=config.input.get("tokenizer") or tok_lib.SHAPES_MODEL)
-  evals = evaluators.make(config.evals, embedder, defaults)
+  evals = job.build_evaluators(config, model, mesh)
 
   def run_evals(step: int, final: bool) -> dict[str, float]:
     results = {}
-    for name, (evaluator, every) in evals.items():
+    for evaluator, every in evals.values():
       if final or step % (every or config.eval_steps) == 0:
         results.update(evaluator.run(state["params"]))
     return results
@@ -233,51 +255,72 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   # --- Training loop.
   writer = metrics.Writer(workdir, resume_step=step)
   clock = metrics.Throughput(config.batch_size, step, total_steps)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  # Non-finite steps are counted on the device; the host looks at the count every few steps.
+  check_every = min(config.log_training_steps, config.max_nonfinite_steps)
+  last_saved = ckpt.latest_step()
   results: dict[str, float] = {}
-  while step < total_steps:
-    batch = loader.to_global(next(train_iter), batch_sharding)
-    state, measured = update(state, batch)
-    step += 1
-    row = {}
-    if step % config.log_training_steps == 0 or step == total_steps or step == 1:
-      speed = clock.measure(step)
-      row = {f"train/{k}": float(v) for k, v in jax.device_get(measured).items()}
-      speed.update(metrics.utilisation(flops_per_step, speed["step_time"], jax.device_count(),
-                                       peak))
-      row.update({f"train/{k}": v for k, v in speed.items()})
-      if hasattr(train_iter, "skipped"):  # Bad records skipped so far, over all processes.
+  with interrupt.StopRequest() as stop:
+    while step < total_steps:
+      batch = loader.to_global(next(train_iter), batch_sharding)
+      state, measured = update(state, batch)
+      step += 1
+      row = {}
+      if step % config.log_training_steps == 0 or step == total_steps or step == 1:
+        speed = clock.measure(step)
+        row = {f"train/{k}": float(v) for k, v in jax.device_get(measured).items()}
+        speed.update(metrics.utilisation(flops_per_step, speed["step_time"],
+                                         jax.device_count(), peak))
+        row.update({f"train/{k}": v for k, v in speed.items()})
         row["data/skipped"] = int(np.sum(multihost_utils.process_allgather(
-            np.int64(train_iter.skipped))))
-      eta = ("(includes compilation)" if step == 1 else
-             f"| ETA {metrics.format_duration(speed['eta_sec'])}")
-      _print(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "
-             f"t {row['train/t']:.2f} | b {row['train/b']:.2f} | lr {row['train/lr']:.2e} | "
-             f"{speed['img_per_sec']:.0f} img/s" +
-             (f" | MFU {speed['mfu']:.1%}" if "mfu" in speed else "") + f" {eta}")
-    with clock.paused():
-      if step % config.ckpt_steps == 0 or step == total_steps:
-        ckpt.save(step, state, train_iter.get_state())
-      results = run_evals(step, final=step == total_steps)
-      if results:
-        row.update(results)
-        if step < total_steps:  # The final results are printed once, below.
-          _print(_format_results(results))
-    if row:
-      writer.write(step, row)
+            np.int64(train_iter.skipped))))  # Bad records skipped so far, over all processes.
+        eta = ("(includes compilation)" if step == 1 else
+               f"| ETA {metrics.format_duration(speed['eta_sec'])}")
+        job.print0(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "
+                   f"t {row['train/t']:.2f} | b {row['train/b']:.2f} | lr {row['train/lr']:.2e} | "
+                   f"{speed['img_per_sec']:.0f} img/s" +
+                   (f" | MFU {speed['mfu']:.1%}" if "mfu" in speed else "") + f" {eta}")
+      stopping = stop.should_stop(step)
+      save = step % config.ckpt_steps == 0 or step == total_steps or stopping
+      streak = None
+      if save or step % check_every == 0:
+        streak = int(state["nonfinite"])
+        if streak >= config.max_nonfinite_steps:
+          if row:
+            writer.write(step, row)
+          raise NonFiniteLoss(_nonfinite_report(step, streak, measured, last_saved,
+                                                ckpt.directory))
+      with clock.paused():
+        if save and streak:
+          job.print0(f"warning: step {step} not saved: its last {streak} update steps had a "
+                     "non-finite loss or gradient")
+        elif save:
+          ckpt.save(step, state, train_iter.get_state())
+          last_saved = step
+        if stopping:
+          if row:
+            writer.write(step, row)
+          ckpt.close()
+          writer.close()
+          train_iter.close()
+          raise Interrupted(f"{stop.received or 'SIGTERM'} at step {step}/{total_steps}; "
+                            f"checkpoint {ckpt.directory}/{last_saved} is saved. Run the same "
+                            "command to resume.")
+        results = run_evals(step, final=step == total_steps)
+        if results:
+          row.update(results)
+          if step < total_steps:  # The final results are printed once, below.
+            job.print0(job.format_results(results))
+      if row:
+        writer.write(step, row)
   if not results:  # Resumed at (or past) the end: evaluate the final state once more.
     results = run_evals(step, final=True)
   ckpt.close()
   writer.close()
   train_iter.close()
-  _print("final evaluation:")
-  for k, v in sorted(results.items()):
-    _print(f"  {k:45s} {v:.4f}")
+  job.print_results("final evaluation:", results)
   return results
 
 
 if __name__ == "__main__":
-  try:
-    main()
-  except (config_lib.ConfigError, ckpt_lib.CheckpointMismatch) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  job.run(main)

@@ -36,7 +36,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       pp=("decode|resize(224)|value_range(-1,1)|choice(inkey='captions',outkey='text')|"
           f"tokenize(max_len=64,inkey='text',outkey='labels'{f',model={tokenizer!r}' if tokenizer else ''})|"
           "keep('image','labels')"),
-      max_len=64,
       tokenizer=tokenizer,
       seed=0,
       num_workers=16,            # grain worker processes for decode + preprocessing

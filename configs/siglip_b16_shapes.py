@@ -25,14 +25,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optax = dict(name="adam", b1=0.9, b2=0.95)
   c.schedule = dict(warmup_steps=1000, decay_type="cosine")
   c.model = dict(
-      image=dict(variant="B/16", pool_type="map", posemb="learn", remat_policy="none"),
-      text=dict(variant="B", vocab_size=256, pool_type="last", remat_policy="none"),
+      image=dict(variant="B/16", image_size=224, pool_type="map", posemb="learn",
+                 remat_policy="none"),
+      text=dict(variant="B", vocab_size=256, max_len=64, pool_type="last", remat_policy="none"),
       out_dim=768,
       temperature_init=10.0,      # t' = log 10
       bias_init=-10.0,            # the paper's b for batches of ~32k; ~ -log(batch) is the prior
       dtype_mm="bfloat16",
   )
-  c.input = dict(data=dict(name="shapes", seed=0, image_size=224), max_len=64, tokenizer=None)
+  c.input = dict(data=dict(name="shapes", seed=0), tokenizer=None)
   for evaluation in c.evals.values():  # Drawn at the model's resolution (the default).
     evaluation.num_examples = 1024
   del arg

@@ -32,7 +32,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       pp=("decode|inception_crop(224, area_min=50)|flip_lr|value_range(-1,1)|"
           "choice(inkey='captions',outkey='text')|"
           f"tokenize(max_len=64,inkey='text',outkey='labels'{tok_arg})|keep('image','labels')"),
-      max_len=64,
       tokenizer=tokenizer,
       seed=0,
       num_workers=16,

@@ -1,6 +1,9 @@
 """SigLIP (sigmoid loss) on the embedded shapes dataset: the default, a few minutes on a laptop CPU.
 
   python -m big_vision_lite.train --config configs/siglip_shapes.py --workdir /tmp/siglip_shapes
+
+Every key is listed with its meaning in the README's config table (generated from
+big_vision_lite/schema.py, where each key's default, type and allowed values are defined).
 """
 
 import ml_collections
@@ -30,9 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = dict(
       image=dict(variant="mu/16", width=128, depth=3, mlp_dim=512, num_heads=4,  # 16x16 patches
-                 pool_type="map", posemb="learn"),
+                 image_size=64, pool_type="map", posemb="learn"),
+      # max_len 12: captions are at most 11 tokens, plus EOS.
       text=dict(variant="mu", width=128, depth=1, mlp_dim=512, num_heads=4,
-                vocab_size=256, pool_type="last"),
+                vocab_size=256, max_len=12, pool_type="last"),
       out_dim=128,                # shared embedding size (projection heads)
       temperature_init=10.0,      # t = exp(t'), t' learnable
       # Learnable b (None for none). SigLIP's -10 is the log-prior of a positive pair at batch
@@ -44,9 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.input = dict(
       # One source or a list of them (each with an optional `weight`): shapes, or
       # dict(name='tar', pattern='/data/shards-{00000..00099}.tar') with an op string in `pp`.
-      data=dict(name="shapes", seed=0, image_size=64),
+      data=dict(name="shapes", seed=0),  # drawn at model.image.image_size
       pp=None,                    # op string; None = the built-in shapes stream (no grain)
-      max_len=12,                 # text length in tokens (padded / truncated); captions <= 11
       tokenizer=None,             # sentencepiece .model; None = the shipped shapes tokenizer
       seed=0,                     # shuffling and augmentation seed (grain pipelines)
       num_workers=0,              # grain worker processes (0: preprocess in the trainer)

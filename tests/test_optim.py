@@ -2,21 +2,22 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from big_vision_lite import config as config_lib
 from big_vision_lite import optim
 from big_vision_lite.config import ConfigError
 
 
 def _config(**kw):
-  c = ml_collections.ConfigDict(dict(
-      lr=0.1, wd=0.01, grad_clip_norm=None, lr_mults=(), wd_mults=((".*/kernel$", 1.0),),
-      optax=dict(name="sgd", momentum=0.0), schedule=dict(warmup_steps=0, decay_type="constant")))
+  """A complete config (schema defaults) with these optimiser settings."""
+  c = dict(batch_size=1, total_steps=10, lr=0.1, wd=0.01, grad_clip_norm=None, lr_mults=(),
+           wd_mults=((".*/kernel$", 1.0),), optax=dict(name="sgd", momentum=0.0),
+           schedule=dict(warmup_steps=0, decay_type="constant"))
   c.update(kw)
-  return c
+  return config_lib.resolve(c)
 
 
 PARAMS = {"enc": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}, "t": jnp.ones((1,))}

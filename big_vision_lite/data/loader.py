@@ -47,6 +47,7 @@ class ShapesInput:
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     self._queue: collections.deque = collections.deque()
     self.step = 0
+    self.skipped = 0  # Drawn examples never fail.
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's rows of global batch `step`: image float32 [b, H, W, 3], labels int32 [b, L]."""
@@ -179,21 +180,25 @@ def _absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def make_input(input_config, global_batch: int):
+def make_input(input_config, global_batch: int, *, image_size: int | None = None,
+               max_len: int | None = None):
   """The training input iterator for `config.input`.
 
   `input.data` is one source dict or a list of them (each with an optional `weight`), e.g.
   dict(name='tar', pattern='/data/shards-{00000..00099}.tar'); `input.pp` is the op string.
-  Without `input.pp`, `data=dict(name='shapes', ...)` uses the built-in shapes stream.
+  Without `input.pp`, `data=dict(name='shapes', ...)` uses the built-in shapes stream, drawn at
+  `image_size` (unless the source sets its own) and tokenized to `max_len`.
   """
   pp = input_config.get("pp")
   data = input_config.data
   if not pp:
-    data = dict(data)
-    if data.pop("name", None) != "shapes":
+    data = dict(data) if not isinstance(data, (list, tuple)) else {}
+    if data.get("name") != "shapes":
       raise ValueError("config.input.pp (the preprocessing op string) is required for "
-                       f"config.input.data={data}")
-    return ShapesInput(global_batch=global_batch, max_len=input_config.max_len,
-                       tokenizer=input_config.get("tokenizer") or tok_lib.SHAPES_MODEL, **data)
+                       f"config.input.data={input_config.data}")
+    return ShapesInput(global_batch=global_batch, max_len=max_len or input_config.get("max_len"),
+                       tokenizer=input_config.get("tokenizer") or tok_lib.SHAPES_MODEL,
+                       seed=data.get("seed", 0),
+                       image_size=data.get("image_size") or image_size or 64)
   return GrainInput(data=data, pp=pp, global_batch=global_batch,
                     seed=input_config.get("seed", 0), num_workers=input_config.get("num_workers", 0))

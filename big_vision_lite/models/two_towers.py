@@ -42,7 +42,10 @@ class TwoTowers(nn.Module):
       raise ValueError(f"unknown dtype_mm {self.dtype_mm!r}; known: {sorted(DTYPES)}")
     dims = self.out_dim if isinstance(self.out_dim, (tuple, list)) else (self.out_dim,) * 2
     dtype = DTYPES[self.dtype_mm]
-    return (ViT(**{"num_classes": dims[0], "dtype_mm": dtype, **self.image}, name="img"),
+    image = dict(self.image)
+    if image.pop("type", "vit") != "vit":
+      raise ValueError(f"unknown image tower type {self.image['type']!r}; known: vit")
+    return (ViT(**{"num_classes": dims[0], "dtype_mm": dtype, **image}, name="img"),
             TextTransformer(**{"num_classes": dims[1], "dtype_mm": dtype, **self.text}, name="txt"))
 
   def example_inputs(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
