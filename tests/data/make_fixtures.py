@@ -278,6 +278,7 @@ TOKENIZER_TEXTS = [
     "DON'T SHOUT, IT'S LOUD",
     "rock &amp; roll &lt;3 &quot;quoted&quot; &#39;single&#39;",
     "fish &amp;amp; chips",
+    "<b>Bold</b> &amp;amp; <i>italic</i> &lt;tags&gt;",  # ftfy leaves entities beside tags
     "   leading and trailing spaces   ",
     "tabs\tand\nnew\r\nlines   and   runs",
     "café crème brûlée à la carte",
@@ -298,6 +299,7 @@ TOKENIZER_TEXTS = [
     "",
     "a",
     "!!!???...",
+    "wow !→ a <end_of_text> in the middle",  # token 0 is '!'; the special token in text
     " ".join(["a long caption that keeps going"] * 20),
 ]
 
