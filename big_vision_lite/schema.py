@@ -464,7 +464,8 @@ INPUT = Section(dict(
     data=OneOrList(SOURCE, {"name": "shapes"},
                    "one source or a list of them with `weight`s (a mixture)"),
     pp=Str(None, "preprocessing op string; None: the built-in shapes stream", nullable=True),
-    tokenizer=Str(None, "sentencepiece .model path; None: the shipped shapes tokenizer",
+    tokenizer=Str(None, "sentencepiece .model path, `'clip'` (CLIP's BPE), a CLIP vocabulary "
+                  ".txt.gz or a tokenizer.json; None: the shipped shapes tokenizer",
                   nullable=True),
     seed=Int(0, "shuffling and augmentation seed (grain pipelines)"),
     num_workers=Int(0, "grain preprocessing worker processes", min=0),
