@@ -27,7 +27,7 @@ from big_vision_lite import config as config_lib
 from big_vision_lite import distributed, evaluators
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators.common import Embedder
+from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -80,12 +80,6 @@ def _write_json(path: str, obj: Any) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _preview(evaluator, count: int = 16) -> np.ndarray:
-  """The first `count` evaluation images, uint8 [n, H, W, 3]."""
-  images = (evaluator.test if hasattr(evaluator, "test") else evaluator.set).images
-  return np.asarray(images[:count])
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
   """Evaluates one checkpoint; returns {metric: value} over all evaluations."""
   args, config = parse_args(sys.argv[1:] if argv is None else argv)
@@ -120,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if unknown:
       raise config_lib.ConfigError(f"--evals {unknown} not in config.evals ({list(evals_config)})")
     evals_config = {n: evals_config[n] for n in names}
-  evals = evaluators.make(evals_config, embedder, defaults)
+  evals = evaluators.make_evaluators(evals_config, embedder, defaults)
 
   lead = jax.process_index() == 0
   results: dict[str, float] = {}
@@ -135,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
       for key, value in emb.items():
         np.save(os.path.join(out, key + ".npy"), value)
       # The first images as the model saw them (for plots); process 0 holds the first rows.
-      np.save(os.path.join(out, "preview_images.npy"), _preview(evaluator))
+      np.save(os.path.join(out, "preview_images.npy"), evaluator.preview_images())
     if lead and args.clip_benchmark:
       _write_json(os.path.join(workdir, "eval", "clip_benchmark", str(step), name + ".json"), {
           "dataset": evaluator.dataset, "model": model_name,

@@ -30,7 +30,7 @@ from big_vision_lite import sharding as sharding_lib
 from big_vision_lite import evaluators
 from big_vision_lite.data import loader
 from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators.common import Embedder
+from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   embedder = Embedder(model, mesh, config.get("eval_batch_size") or 256)
   defaults = dict(image_size=first["image"].shape[1], max_len=config.input.max_len,
                   tokenizer=config.input.get("tokenizer") or tok_lib.SHAPES_MODEL)
-  evals = evaluators.make(config.evals, embedder, defaults)
+  evals = evaluators.make_evaluators(config.evals, embedder, defaults)
 
   def run_evals(step: int, final: bool) -> dict[str, float]:
     results = {}
