@@ -347,6 +347,11 @@ def test_linear_probe_reads_the_object_position_from_pixels():
   np.testing.assert_array_equal(emb["test_ranks"],
                                 ranking.ranks(xt.astype(np.float64) @ w + b, emb["test_labels"]))
   assert ev.preview_images(5).shape == (5, 32, 32, 3)
+  # Few-shot probes of the same features, built from a config entry like the trainer's.
+  evals = evaluators.make_evaluators({"position": dict(
+      type="fewshot", dataset="shapes_position", shots=(10,), seeds=2, num_train_examples=250,
+      num_examples=61)}, embedder, {"image_size": 32, "max_len": 16})
+  assert evals["position"][0].run({})["fewshot/shapes_position/10shot"] > 0.6
 
 
 # --- Two real processes (CPU collectives over gloo, 2 devices each).
