@@ -102,7 +102,9 @@ def test_clear_errors(data_dir, tmp_path):
     sources.TfdsSource("bvl_tiny_captions", split="validation", data_dir=data_dir)
 
 
-def _tiny_model_and_embedder():
+@pytest.fixture(scope="module")
+def tiny():
+  """(params, Embedder) of a tiny two-tower model, shared: initialising and compiling cost."""
   import jax  # pylint: disable=import-outside-toplevel
   from big_vision_lite import sharding  # pylint: disable=import-outside-toplevel
   from big_vision_lite.evaluators.embedder import Embedder  # pylint: disable=import-outside-toplevel
@@ -114,9 +116,9 @@ def _tiny_model_and_embedder():
   return params["params"], Embedder(model, sharding.make_mesh(), batch_size=8)
 
 
-def test_evaluators_on_a_tfds_dataset(data_dir):
+def test_evaluators_on_a_tfds_dataset(data_dir, tiny):
   from big_vision_lite.evaluators import fewshot, retrieval, zeroshot  # pylint: disable=import-outside-toplevel
-  params, embedder = _tiny_model_and_embedder()
+  params, embedder = tiny
   common = dict(data_dir=data_dir, pp="decode|resize(24)", max_len=12)
   zs = zeroshot.ZeroShot(embedder, dataset="bvl_tiny_captions", split="test", templates="single",
                          **common)
@@ -170,9 +172,9 @@ def test_labels_are_read_when_needed_and_once(data_dir):
   assert np.asarray(labels).tolist() == expected and records.reads == 20
 
 
-def test_linear_probe_on_a_tfds_dataset(data_dir):
+def test_linear_probe_on_a_tfds_dataset(data_dir, tiny):
   from big_vision_lite.evaluators import linear_probe  # pylint: disable=import-outside-toplevel
-  params, embedder = _tiny_model_and_embedder()
+  params, embedder = tiny
   lp = linear_probe.LinearProbe(embedder, dataset="bvl_tiny_captions", split="test",
                                 data_dir=data_dir, pp="decode|resize(24)")
   assert lp.train_set.total == 24 and lp.held.sum() == 5  # The whole train split; 20% held out.
