@@ -1,9 +1,13 @@
-"""Multi-process start-up: `jax.distributed.initialize` only for a real multi-process launch."""
+"""Multi-process start-up (`jax.distributed.initialize` only for a real multi-process launch)
+and gathering host arrays over processes."""
 
 import argparse
 import os
+from typing import Sequence
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 def is_multiprocess_env() -> bool:
@@ -46,3 +50,48 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def initialize_from(args: argparse.Namespace) -> None:
   initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
+
+
+# --- Gathering host arrays over processes (evaluation results, sufficient statistics).
+# Arrays travel as raw bytes: JAX would narrow 64-bit values to 32 bits unless x64 is enabled,
+# and float64 statistics must arrive unchanged.
+
+
+def gather_rows(local: np.ndarray) -> np.ndarray:
+  """Concatenates every process's rows [n_p, ...] in process order (n_p may differ); exact for
+  every dtype."""
+  local = np.asarray(local)
+  if jax.process_count() == 1:
+    return local
+  width = int(np.prod(local.shape[1:], dtype=np.int64))
+  rows = np.ascontiguousarray(local).reshape(len(local), width).view(np.uint8)  # [n, row bytes]
+  counts = multihost_utils.process_allgather(np.int32(len(local)))
+  padded = np.zeros((int(counts.max()), rows.shape[1]), np.uint8)
+  padded[:len(rows)] = rows
+  everyone = multihost_utils.process_allgather(padded)  # [processes, max, row bytes]
+  flat = np.concatenate([everyone[p, :c] for p, c in enumerate(counts)])
+  return flat.view(local.dtype).reshape(len(flat), *local.shape[1:])
+
+
+def gather_strings(local: Sequence[str]) -> list[str]:
+  """Every process's strings in process order."""
+  if jax.process_count() == 1:
+    return list(local)
+  encoded = [s.encode("utf-8") for s in local]
+  lengths = gather_rows(np.array([len(b) for b in encoded], np.int64))
+  flat = gather_rows(np.frombuffer(b"".join(encoded), np.uint8)).tobytes()
+  ends = np.cumsum(lengths)
+  return [flat[e - n:e].decode("utf-8") for e, n in zip(ends, lengths)]
+
+
+def sum_over_processes(local: np.ndarray) -> np.ndarray:
+  """The elementwise sum of every process's array of one shape, added in process order (so
+  every process gets the same bits); exact transfer for every dtype."""
+  local = np.asarray(local)
+  if jax.process_count() == 1:
+    return local
+  everyone = gather_rows(local[None])  # [processes, ...]
+  total = everyone[0].copy()
+  for part in everyone[1:]:
+    total += part
+  return total

@@ -40,12 +40,6 @@ def _run_config(args) -> str:
   return path
 
 
-def _preview(evaluator, count: int = 16) -> np.ndarray:
-  """The first `count` evaluation images, uint8 [n, H, W, 3]."""
-  images = (evaluator.test if hasattr(evaluator, "test") else evaluator.set).images
-  return np.asarray(images[:count])
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
   """Evaluates one checkpoint; returns {metric: value} over all evaluations."""
   p = job.argument_parser(__doc__, "configs/NAME.py[:ARG] (default: WORKDIR/config.json)",
@@ -89,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
       for key, value in emb.items():
         np.save(os.path.join(out, key + ".npy"), value)
       # The first images as the model saw them (for plots); process 0 holds the first rows.
-      np.save(os.path.join(out, "preview_images.npy"), _preview(evaluator))
+      np.save(os.path.join(out, "preview_images.npy"), evaluator.preview_images())
     if lead and args.clip_benchmark:
       _write_json(os.path.join(workdir, "eval", "clip_benchmark", str(step), name + ".json"), {
           "dataset": evaluator.dataset, "model": model_name,

@@ -16,7 +16,7 @@ from big_vision_lite import config as config_lib
 from big_vision_lite import distributed, errors, evaluators
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators.common import Embedder
+from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -80,7 +80,7 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
   embedder = Embedder(model, mesh, config.eval_batch_size)
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,
                   tokenizer=tokenizer_spec(config))
-  return evaluators.make(evals, embedder, defaults)
+  return evaluators.make_evaluators(evals, embedder, defaults)
 
 
 def print0(*args) -> None:

@@ -102,20 +102,23 @@ def test_clear_errors(data_dir, tmp_path):
     sources.TfdsSource("bvl_tiny_captions", split="validation", data_dir=data_dir)
 
 
-def _tiny_model_and_embedder():
+@pytest.fixture(scope="module")
+def tiny():
+  """(params, Embedder) of a tiny two-tower model, shared: initialising and compiling cost."""
   import jax  # pylint: disable=import-outside-toplevel
   from big_vision_lite import sharding  # pylint: disable=import-outside-toplevel
-  from big_vision_lite.evaluators.common import Embedder  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.evaluators.embedder import Embedder  # pylint: disable=import-outside-toplevel
   from big_vision_lite.models.two_towers import TwoTowers  # pylint: disable=import-outside-toplevel
   model = TwoTowers(image=dict(variant="mu/8", width=16, mlp_dim=32),
                     text=dict(variant="mu", width=16, mlp_dim=32, vocab_size=256), out_dim=8)
-  params = model.init(jax.random.key(0), np.zeros((1, 24, 24, 3)), np.zeros((1, 12), np.int32))
+  params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 24, 24, 3)),  # Eager: 20 s.
+                               np.zeros((1, 12), np.int32))
   return params["params"], Embedder(model, sharding.make_mesh(), batch_size=8)
 
 
-def test_evaluators_on_a_tfds_dataset(data_dir):
+def test_evaluators_on_a_tfds_dataset(data_dir, tiny):
   from big_vision_lite.evaluators import fewshot, retrieval, zeroshot  # pylint: disable=import-outside-toplevel
-  params, embedder = _tiny_model_and_embedder()
+  params, embedder = tiny
   common = dict(data_dir=data_dir, pp="decode|resize(24)", max_len=12)
   zs = zeroshot.ZeroShot(embedder, dataset="bvl_tiny_captions", split="test", templates="single",
                          **common)
@@ -139,8 +142,45 @@ def test_evaluators_on_a_tfds_dataset(data_dir):
 
 
 def test_unreadable_evaluation_example_is_an_error(data_dir):
-  from big_vision_lite.evaluators import common  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.evaluators import data  # pylint: disable=import-outside-toplevel
   src = sources.TfdsSource("bvl_tiny_captions", split="test", data_dir=data_dir)
-  images = common.LazyImages(src, range(8), ops.parse("decode|central_crop(64)"), "tiny[test]")
+  images = data.LazyImages(src, range(8), ops.parse("decode|central_crop(64)"), "tiny[test]")
   with pytest.raises(ValueError, match=r"tiny\[test\]: example 0 cannot be read or preprocessed"):
     images[0:2]
+
+
+class _CountingRecords:
+  """A data source that counts the records read."""
+
+  def __init__(self, records):
+    self.records, self.reads = records, 0
+
+  def __getitem__(self, index):
+    self.reads += 1
+    return self.records[index]
+
+
+def test_labels_are_read_when_needed_and_once(data_dir):
+  from big_vision_lite.evaluators import data  # pylint: disable=import-outside-toplevel
+  src = sources.TfdsSource("bvl_tiny_captions", split="train", data_dir=data_dir)
+  records = _CountingRecords(src.source)
+  labels = data.LazyLabels(records, range(4, 24), "label", "tiny[train]")
+  assert records.reads == 0
+  expected = [int(src.source[i]["label"]) for i in range(4, 24)]
+  assert labels[2:5].tolist() == expected[2:5] and records.reads == 3
+  assert labels[3:6].tolist() == expected[3:6] and records.reads == 4  # Rows 3, 4 kept.
+  assert np.asarray(labels).tolist() == expected and records.reads == 20
+
+
+def test_linear_probe_on_a_tfds_dataset(data_dir, tiny):
+  from big_vision_lite.evaluators import linear_probe  # pylint: disable=import-outside-toplevel
+  params, embedder = tiny
+  lp = linear_probe.LinearProbe(embedder, dataset="bvl_tiny_captions", split="test",
+                                data_dir=data_dir, pp="decode|resize(24)")
+  assert lp.train_set.total == 24 and lp.held.sum() == 5  # The whole train split; 20% held out.
+  emb = lp.embed(params)
+  expected = [shapes.draw(0, "test", i, 40, num_objects=1)["shape"] for i in range(100, 108)]
+  assert sorted(emb["test_labels"]) == sorted(expected)
+  assert emb["weights"].shape == (16, 8) and emb["holdout_accuracy"].shape == (19,)  # Width 16.
+  m = lp.metrics(emb)
+  assert 0 <= m["linear_probe/bvl_tiny_captions/top1"] <= m["linear_probe/bvl_tiny_captions/top5"]

@@ -1,24 +1,28 @@
-"""Evaluators: zero-shot classification, image-text retrieval, few-shot linear probes.
+"""Evaluators: zero-shot classification, image-text retrieval, few-shot and linear probes.
 
-`config.evals.<name> = dict(type=..., every_steps=..., **kwargs)`; `type` names a class in
-EVALUATORS, built as `cls(embedder, **kwargs)`. Each evaluator has `embed(params) -> {name:
-array}` (every process gets the whole set's embeddings, in dataset order), `metrics(embeddings)
--> {metric: value}`, `run(params)` (both), and `benchmark(metrics)` (CLIP_benchmark's names).
+`config.evals.<name> = dict(type=..., every_steps=..., **options)`; `type` names a class in
+EVALUATORS, built as `cls(embedder, **options)`: each class's constructor signature (typed,
+with defaults) is the list of options it accepts. Every evaluator derives from base.Evaluator.
 """
 
 import difflib
 import inspect
 
 from big_vision_lite.config import ConfigError
+from big_vision_lite.evaluators.base import Evaluator
+from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.evaluators.fewshot import FewShot
+from big_vision_lite.evaluators.linear_probe import LinearProbe
 from big_vision_lite.evaluators.retrieval import Retrieval
 from big_vision_lite.evaluators.zeroshot import ZeroShot
 
-EVALUATORS = {"zeroshot": ZeroShot, "retrieval": Retrieval, "fewshot": FewShot}
+EVALUATORS: dict[str, type[Evaluator]] = {
+    cls.kind: cls for cls in (ZeroShot, Retrieval, FewShot, LinearProbe)}
 
 
-def make(evals_config, embedder, defaults: dict) -> dict:
-  """{name: (evaluator, every_steps or None)} from config.evals; `defaults` fill unset kwargs
+def make_evaluators(evals_config, embedder: Embedder | None,
+                    defaults: dict) -> dict[str, tuple[Evaluator, int | None]]:
+  """{name: (evaluator, every_steps or None)} from config.evals; `defaults` fill unset options
   that the evaluator takes (image_size, max_len, tokenizer)."""
   out = {}
   for name, cfg in evals_config.items():

@@ -1,19 +1,115 @@
 """Evaluation sets: the shapes tasks and tfds datasets, each process holding its own slice.
 
 An EvalSet carries this process's images (an array, or LazyImages decoded batch by batch),
-its labels or captions, and what every process needs to know (total size, class names).
+its labels or captions, and what every process needs to know (total size, class names). Every
+process holds a contiguous share of the set (`process_range`), so the shares concatenated in
+process order are the set in dataset order.
 """
 
+import concurrent.futures
 import dataclasses
-from typing import Any
+import os
+from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 
 from big_vision_lite.data import ops, shapes, sources
-from big_vision_lite.evaluators.common import LazyImages, process_range
 
-SHAPES_CLASSIFICATION = ("shapes_shape", "shapes_color", "shapes_combo_heldout")
+# One object per image; the label is the attribute the task names.
+SHAPES_CLASSIFICATION = ("shapes_shape", "shapes_color", "shapes_combo_heldout", "shapes_size",
+                         "shapes_position")
 SHAPES_SIZE = 512  # Default number of examples drawn from a shapes split.
+
+
+def process_range(n: int, index: int | None = None, count: int | None = None) -> range:
+  """This process's contiguous share of `n` examples (shares differ in size by at most one)."""
+  index = jax.process_index() if index is None else index
+  count = jax.process_count() if count is None else count
+  return range(n * index // count, n * (index + 1) // count)
+
+
+def local_share(items: Sequence[Any]) -> Sequence[Any]:
+  """This process's contiguous share of a sequence every process holds in full."""
+  r = process_range(len(items))
+  return items[r.start:r.stop]
+
+
+def _fail(name: str, index: int, e: Exception) -> ValueError:
+  return ValueError(f"{name}: example {index} cannot be read or preprocessed "
+                    f"({type(e).__name__}: {e}); an evaluation set must be complete: "
+                    "re-prepare the dataset or choose another split")
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+  return concurrent.futures.ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1))
+
+
+class LazyImages:
+  """Images of some examples of a random-access source, preprocessed when sliced.
+
+  `source[i]['image']` is run through `pp` (an op function on {'image': ...}); slicing returns
+  the stacked images, decoded in a thread pool. A failing example is an error: an evaluation
+  set is never silently shortened.
+  """
+
+  def __init__(self, source, indices: Sequence[int], pp: Callable, name: str):
+    self.source, self.indices, self.pp, self.name = source, list(indices), pp, name
+    self._pool = _pool()
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def load(self, index: int) -> np.ndarray:
+    try:
+      return np.asarray(self.pp({"image": self.source[index]["image"]},
+                                np.random.default_rng(index))["image"])
+    except Exception as e:  # pylint: disable=broad-except
+      raise _fail(self.name, index, e) from e
+
+  def __getitem__(self, item: slice) -> np.ndarray:
+    return np.stack(list(self._pool.map(self.load, self.indices[item])))
+
+  @property
+  def row_shape(self) -> tuple[int, ...]:
+    """The shape of one preprocessed image (from this process's first example, else any)."""
+    return self.load(self.indices[0] if self.indices else 0).shape
+
+
+class LazyLabels:
+  """Integer labels of some examples of a tfds data source, read when first needed.
+
+  Reading a record costs its whole size (the image included), so a million-example training
+  split is not read at start: a slice reads (and keeps) the labels of its rows only, e.g. right
+  after their images, and `np.asarray(labels)` reads whatever is still missing.
+  """
+
+  def __init__(self, records, indices: Sequence[int], label_key: str, name: str):
+    self.records, self.indices, self.label_key, self.name = records, list(indices), label_key, name
+    self._values = np.zeros(len(self.indices), np.int64)
+    self._read = np.zeros(len(self.indices), bool)
+    self._pool = _pool()
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def _label(self, index: int) -> int:
+    try:
+      return int(sources.lookup(self.records[index], self.label_key))
+    except Exception as e:  # pylint: disable=broad-except
+      raise _fail(self.name, index, e) from e
+
+  def __getitem__(self, item: slice) -> np.ndarray:
+    rows = np.arange(len(self.indices))[item]
+    missing = rows[~self._read[rows]]
+    self._values[missing] = list(self._pool.map(self._label, [self.indices[r] for r in missing]))
+    self._read[missing] = True
+    return self._values[rows].copy()
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    del copy  # Always a new array.
+    return self[:].astype(dtype or np.int64)
+
 
 
 @dataclasses.dataclass
@@ -21,9 +117,16 @@ class EvalSet:
   total: int                     # examples over all processes
   offset: int                    # dataset index of this process's first example
   images: Any                    # this process's images: uint8 array [n, H, W, 3] or LazyImages
-  labels: np.ndarray | None = None          # this process's int labels [n]
+  labels: Any = None             # this process's int labels [n]: an array or LazyLabels
   captions: list[list[str]] | None = None   # this process's captions, one list per image
   classnames: list[str] | None = None
+
+
+# Task -> (the attribute of shapes.draw's first object that is the label, class names).
+_SHAPES_ATTRIBUTES = {
+    "shapes_shape": ("shape", shapes.SHAPES), "shapes_color": ("color", shapes.COLOR_NAMES),
+    "shapes_size": ("size", shapes.SIZE_NAMES), "shapes_position": ("position", shapes.POSITIONS),
+}
 
 
 def _shapes_examples(task: str, split: str, seed: int, indices: range, image_size: int):
@@ -56,8 +159,7 @@ def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int 
     out.classnames = [f"{shapes.COLOR_NAMES[c]} {shapes.SHAPES[s]}"
                       for s, c in shapes.HELDOUT_COMBOS]
   else:
-    key, names = (("shape", shapes.SHAPES) if task == "shapes_shape"
-                  else ("color", shapes.COLOR_NAMES))
+    key, names = _SHAPES_ATTRIBUTES[task]
     out.labels = np.array([e[key] for e in examples], np.int64)
     out.classnames = list(names)
   return out
@@ -73,11 +175,10 @@ def tfds_set(dataset: str, split: str, *, pp: str, data_dir: str | None = None,
   local = process_range(total)
   images = LazyImages(src, local, ops.parse(pp), f"{dataset}[{split}]")
   out = EvalSet(total, local.start, images)
-  records = (src.source[i] for i in local)  # Images stay encoded: this pass is cheap.
   if caption_key:
     out.captions = []
-    for r in records:
-      caps = sources.lookup(r, caption_key)
+    for i in local:  # Images stay encoded: this pass costs no decoding.
+      caps = sources.lookup(src.source[i], caption_key)
       caps = [caps] if isinstance(caps, (str, bytes)) else list(caps)
       out.captions.append([c.decode() if isinstance(c, bytes) else str(c) for c in caps])
   else:
@@ -87,7 +188,7 @@ def tfds_set(dataset: str, split: str, *, pp: str, data_dir: str | None = None,
       raise ValueError(f"{dataset}: feature {label_key!r} is not a ClassLabel with names; set "
                        "label_key to the class label feature")
     out.classnames = [n.replace("_", " ") for n in names]
-    out.labels = np.array([int(sources.lookup(r, label_key)) for r in records], np.int64)
+    out.labels = LazyLabels(src.source, local, label_key, f"{dataset}[{split}]")
   return out
 
 

@@ -2,41 +2,20 @@
 
 For each seed, every class's pool of training examples is shuffled once: the first
 `holdout_per_class` examples are held out to choose the regularisation, the next k are the
-k-shot training set (so the shot sets are nested). Targets are one-hot in {-1, +1}; features
-and targets are centred on the training set (an unregularised bias). The ridge solution for
-every regularisation strength comes from one eigendecomposition. The strength with the best
-held-out accuracy (ties: the stronger one) is then scored on the test split.
+k-shot training set (so the shot sets are nested). The classifier is ridge.py's closed-form
+ridge regression on one-hot targets, for every strength of its grid; the strength with the
+best held-out accuracy (ties: the stronger one) is then scored on the test split.
 """
+
+from typing import Sequence
 
 import numpy as np
 
+from big_vision_lite.distributed import gather_rows
 from big_vision_lite.evaluators import data
-from big_vision_lite.evaluators.common import Evaluator, gather_rows
-
-# Strengths relative to the mean squared norm of the centred training features.
-L2_GRID = tuple(float(x) for x in 10.0 ** np.arange(-6, 3.5, 0.5))
-
-
-def ridge_predictions(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
-                      num_classes: int, l2_grid=L2_GRID) -> np.ndarray:
-  """Predicted classes [len(l2_grid), M] of ridge regressors fit on (x_train [n, d], y_train [n])."""
-  x = np.asarray(x_train, np.float64)
-  mean = x.mean(axis=0)
-  xc, xe = x - mean, np.asarray(x_eval, np.float64) - mean
-  y = 2.0 * np.eye(num_classes)[y_train] - 1.0
-  ybar = y.mean(axis=0)
-  yc = y - ybar
-  scale = max(float(np.mean(np.sum(xc * xc, axis=1))), 1e-12)
-  n, d = xc.shape
-  if n <= d:  # Dual: W = Xc^T (Xc Xc^T + l I)^-1 Yc.
-    s, u = np.linalg.eigh(xc @ xc.T)
-    a, b = (xe @ xc.T) @ u, u.T @ yc
-  else:  # Primal: W = (Xc^T Xc + l I)^-1 Xc^T Yc.
-    s, u = np.linalg.eigh(xc.T @ xc)
-    a, b = xe @ u, u.T @ (xc.T @ yc)
-  s = np.maximum(s, 0.0)
-  return np.stack([np.argmax(a @ (b / (s + l2 * scale)[:, None]) + ybar, axis=1)
-                   for l2 in l2_grid])
+from big_vision_lite.evaluators.base import Evaluator
+from big_vision_lite.evaluators.embedder import Embedder
+from big_vision_lite.evaluators.ridge import L2_GRID, best_strength, ridge_predictions
 
 
 def fewshot_accuracy(x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray,
@@ -60,7 +39,7 @@ def fewshot_accuracy(x_pool: np.ndarray, y_pool: np.ndarray, x_test: np.ndarray,
       x_eval = np.concatenate([x_pool[held], x_test])
       pred = ridge_predictions(x_pool[train], y_pool[train], x_eval, num_classes, l2_grid)
       held_acc = np.mean(pred[:, :len(held)] == y_pool[held], axis=1)
-      best = len(l2_grid) - 1 - int(np.argmax(held_acc[::-1]))  # Ties: the stronger l2.
+      best = best_strength(held_acc)
       out[k][seed] = np.mean(pred[best, len(held):] == y_test)
   return out
 
@@ -75,10 +54,11 @@ class FewShot(Evaluator):
   (`.../<k>shot_std`).
   """
 
+  kind = "fewshot"
   benchmark_task = "fewshot_linear_probe"
 
-  def __init__(self, embedder, *, dataset: str, train_split: str | None = None,
-               split: str | None = None, shots=(1, 5, 10, 25), seeds: int = 3,
+  def __init__(self, embedder: Embedder, *, dataset: str, train_split: str | None = None,
+               split: str | None = None, shots: Sequence[int] = (1, 5, 10, 25), seeds: int = 3,
                holdout_per_class: int = 5, num_train_examples: int = 2048,
                num_examples: int | None = None, representation: str = "pre_logits",
                seed: int = 0, image_size: int = 64, pp: str | None = None,
@@ -88,21 +68,21 @@ class FewShot(Evaluator):
     default_train = "validation" if dataset.startswith("shapes") else "train"
     kw = dict(kind="labels", image_size=image_size, pp=pp, seed=seed, data_dir=data_dir,
               image_key=image_key, label_key=label_key)
-    self.pool = data.load(dataset, split=train_split or default_train,
-                          num_examples=num_train_examples, **kw)
-    self.test = data.load(dataset, split=split, num_examples=num_examples, **kw)
+    self.train_set = data.load(dataset, split=train_split or default_train,
+                               num_examples=num_train_examples, **kw)
+    self.eval_set = data.load(dataset, split=split, num_examples=num_examples, **kw)
 
   def embed(self, params) -> dict[str, np.ndarray]:
     """Pool and test representations with their labels."""
     rep = self.representation
-    return {"train_embeddings": self.embedder.images(params, self.pool.images, rep),
-            "train_labels": gather_rows(self.pool.labels),
-            "test_embeddings": self.embedder.images(params, self.test.images, rep),
-            "test_labels": gather_rows(self.test.labels)}
+    return {"train_embeddings": self.embedder.images(params, self.train_set.images, rep),
+            "train_labels": gather_rows(self.train_set.labels),
+            "test_embeddings": self.embedder.images(params, self.eval_set.images, rep),
+            "test_labels": gather_rows(self.eval_set.labels)}
 
   def metrics(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
     acc = fewshot_accuracy(emb["train_embeddings"], emb["train_labels"], emb["test_embeddings"],
-                           emb["test_labels"], len(self.test.classnames), self.shots,
+                           emb["test_labels"], len(self.eval_set.classnames), self.shots,
                            self.seeds, self.holdout)
     out = {}
     for k, a in acc.items():
@@ -110,8 +90,6 @@ class FewShot(Evaluator):
       out[f"fewshot/{self.dataset}/{k}shot_std"] = float(np.std(a, ddof=1) if len(a) > 1 else 0.)
     return out
 
-  def benchmark(self, results: dict[str, float]) -> dict[str, float]:
-    """k-shot accuracies as `{k}shot_acc1` (and `{k}shot_acc1_std`)."""
-    prefix = f"fewshot/{self.dataset}/"
-    return {k[len(prefix):].replace("shot", "shot_acc1"): v for k, v in results.items()
-            if k.startswith(prefix)}
+  def benchmark_name(self, metric: str) -> str | None:
+    """`{k}shot_acc1` and `{k}shot_acc1_std`."""
+    return metric.replace("shot", "shot_acc1")

@@ -15,11 +15,16 @@ import string
 from big_vision_lite.data import shapes
 
 # Each shapes task averages its classifier over templates that vary the *other* attributes,
-# so a colour classifier is "a red {every shape}" rather than a bare colour word.
+# so a colour classifier is "a red {every shape}" rather than a bare colour word. Size and
+# position are only ever said next to a colour and a shape ("a large red circle at the top
+# left"), so their templates name every colour-shape pair.
+_PAIRS = tuple(f"{c} {s}" for s in shapes.SHAPES for c in shapes.COLOR_NAMES)
 SHAPES_TEMPLATES = {
     "shapes_shape": ("a {}", "a photo of a {}") + tuple(f"a {c} {{}}" for c in shapes.COLOR_NAMES),
     "shapes_color": tuple(f"a {{}} {s}" for s in shapes.SHAPES),
     "shapes_combo_heldout": ("a {}", "a photo of a {}", "a small {}", "a large {}"),
+    "shapes_size": tuple(f"a {{}} {p}" for p in _PAIRS),
+    "shapes_position": tuple(f"a {p} at the {{}}" for p in _PAIRS),
 }
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 _ASSET = os.path.join(os.path.dirname(__file__), "assets", "clip_prompts.json")

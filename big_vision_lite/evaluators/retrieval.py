@@ -3,15 +3,11 @@
 import numpy as np
 
 from big_vision_lite.data import tokenizer as tok_lib
+from big_vision_lite.distributed import gather_rows, gather_strings
 from big_vision_lite.evaluators import data
-from big_vision_lite.evaluators.common import Evaluator, gather_rows, gather_strings
-
-
-def stable_rank(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
-  """Position of column target[i] in row i sorted by descending score, ties by column index."""
-  mine = scores[np.arange(len(scores)), target][:, None]
-  earlier = np.arange(scores.shape[1])[None, :] < target[:, None]
-  return np.sum((scores > mine) | ((scores == mine) & earlier), axis=1)
+from big_vision_lite.evaluators.base import Evaluator
+from big_vision_lite.evaluators.embedder import Embedder
+from big_vision_lite.evaluators.ranking import stable_rank
 
 
 def recall_at_k(zimg: np.ndarray, ztxt: np.ndarray, txt_to_img: np.ndarray,
@@ -53,26 +49,27 @@ class Retrieval(Evaluator):
   """Recall@1/5/10 both ways over a captioned set ('shapes': every phrasing of each test
   image; or a tfds dataset with `caption_key`, e.g. coco_captions 'captions/text')."""
 
+  kind = "retrieval"
   benchmark_task = "zeroshot_retrieval"
 
-  def __init__(self, embedder, *, dataset: str = "shapes", split: str | None = None,
+  def __init__(self, embedder: Embedder, *, dataset: str = "shapes", split: str | None = None,
                num_examples: int | None = None, seed: int = 0, image_size: int = 64,
                pp: str | None = None, data_dir: str | None = None, image_key: str = "image",
                caption_key: str = "captions/text", max_len: int = 16,
                tokenizer: str = tok_lib.SHAPES_MODEL):
     self.embedder, self.dataset = embedder, dataset
-    self.set = data.load(dataset, split=split, kind="captions", image_size=image_size, pp=pp,
-                         seed=seed, num_examples=num_examples, data_dir=data_dir,
-                         image_key=image_key, caption_key=caption_key)
-    captions = [c for caps in self.set.captions for c in caps]
-    self.owner = np.array([self.set.offset + i for i, caps in enumerate(self.set.captions)
+    self.eval_set = data.load(dataset, split=split, kind="captions", image_size=image_size,
+                              pp=pp, seed=seed, num_examples=num_examples, data_dir=data_dir,
+                              image_key=image_key, caption_key=caption_key)
+    per_image = self.eval_set.captions
+    self.captions = [c for caps in per_image for c in caps]
+    self.owner = np.array([self.eval_set.offset + i for i, caps in enumerate(per_image)
                            for _ in caps], np.int64)
-    self.captions = captions
-    self.tokens = tok_lib.get(tokenizer).encode(captions, max_len)
+    self.tokens = tok_lib.get(tokenizer).encode(self.captions, max_len)
 
   def embed(self, params) -> dict[str, np.ndarray]:
     """Image [N, E] and caption [M, E] embeddings, caption -> image index [M], captions [M]."""
-    return {"image_embeddings": self.embedder.images(params, self.set.images),
+    return {"image_embeddings": self.embedder.images(params, self.eval_set.images),
             "text_embeddings": self.embedder.texts(params, self.tokens),
             "caption_image": gather_rows(self.owner),
             "captions": np.array(gather_strings(self.captions))}
@@ -81,12 +78,8 @@ class Retrieval(Evaluator):
     r = recall_at_k(emb["image_embeddings"], emb["text_embeddings"], emb["caption_image"])
     return {f"retrieval/{self.dataset}/{k}": v for k, v in r.items()}
 
-  def benchmark(self, results: dict[str, float]) -> dict[str, float]:
-    """Our metrics under CLIP_benchmark's names (image retrieval = text -> image)."""
-    prefix, out = f"retrieval/{self.dataset}/", {}
-    for k, v in results.items():
-      if k.startswith(prefix):
-        direction, at = k[len(prefix):].split("_r@")
-        kind = "image_retrieval" if direction == "txt2img" else "text_retrieval"
-        out[f"{kind}_recall@{at}"] = v
-    return out
+  def benchmark_name(self, metric: str) -> str | None:
+    """Image retrieval is text -> image: `image_retrieval_recall@k`; the other way round
+    `text_retrieval_recall@k`."""
+    direction, at = metric.split("_r@")
+    return f"{'image' if direction == 'txt2img' else 'text'}_retrieval_recall@{at}"

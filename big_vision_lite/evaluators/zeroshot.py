@@ -1,37 +1,21 @@
 """Zero-shot classification: a class's classifier is the renormalised mean of its prompt embeddings."""
 
+from typing import Sequence
+
 import numpy as np
 
 from big_vision_lite.data import shapes
 from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators import data, prompts, retrieval
-from big_vision_lite.evaluators.common import Evaluator, gather_rows, local_share
+from big_vision_lite.distributed import gather_rows
+from big_vision_lite.evaluators import data, prompts, ranking
+from big_vision_lite.evaluators.base import Evaluator
+from big_vision_lite.evaluators.embedder import Embedder
 
 
 def classifier_weights(text_embeddings: np.ndarray, num_classes: int) -> np.ndarray:
   """Class-major prompt embeddings [C*T, E] -> L2-normalised template means [C, E]."""
   w = text_embeddings.reshape(num_classes, -1, text_embeddings.shape[-1]).mean(axis=1)
   return w / np.linalg.norm(w, axis=-1, keepdims=True)
-
-
-def ranks(scores: np.ndarray, labels: np.ndarray, chunk: int = 4096) -> np.ndarray:
-  """Position of the true class in each row sorted by descending score (ties by class index)."""
-  out = np.empty(len(labels), np.int64)
-  for s in range(0, len(labels), chunk):
-    out[s:s + chunk] = retrieval.stable_rank(scores[s:s + chunk], labels[s:s + chunk])
-  return out
-
-
-def accuracy_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """top1, top5 (more than 5 classes) and mean per-class recall from scores [N, C], labels [N]."""
-  rank = ranks(scores, labels)
-  top1 = rank < 1
-  out = {"top1": float(np.mean(top1))}
-  if scores.shape[1] > 5:
-    out["top5"] = float(np.mean(rank < 5))
-  out["mean_per_class_recall"] = float(np.mean([np.mean(top1[labels == c])
-                                                for c in np.unique(labels)]))
-  return out
 
 
 class ZeroShot(Evaluator):
@@ -42,22 +26,24 @@ class ZeroShot(Evaluator):
   canonicalize: lower-case prompts and delete punctuation (prompts.canonicalize) before tokenizing.
   """
 
+  kind = "zeroshot"
   benchmark_task = "zeroshot_classification"
 
-  def __init__(self, embedder, *, dataset: str, split: str | None = None, classnames=None,
-               templates="clip", canonicalize: bool = False, num_examples: int | None = None,
-               seed: int = 0, image_size: int = 64, pp: str | None = None,
-               data_dir: str | None = None, image_key: str = "image", label_key: str = "label",
-               max_len: int = 16, tokenizer: str = tok_lib.SHAPES_MODEL):
+  def __init__(self, embedder: Embedder, *, dataset: str, split: str | None = None,
+               classnames: str | Sequence[str] | None = None,
+               templates: str | Sequence[str] = "clip", canonicalize: bool = False,
+               num_examples: int | None = None, seed: int = 0, image_size: int = 64,
+               pp: str | None = None, data_dir: str | None = None, image_key: str = "image",
+               label_key: str = "label", max_len: int = 16, tokenizer: str = tok_lib.SHAPES_MODEL):
     self.embedder, self.dataset = embedder, dataset
-    self.set = data.load(dataset, split=split, kind="labels", image_size=image_size, pp=pp,
-                         seed=seed, num_examples=num_examples, data_dir=data_dir,
-                         image_key=image_key, label_key=label_key)
+    self.eval_set = data.load(dataset, split=split, kind="labels", image_size=image_size,
+                              pp=pp, seed=seed, num_examples=num_examples, data_dir=data_dir,
+                              image_key=image_key, label_key=label_key)
     if classnames == "clip":
       classnames = prompts.clip_classnames(dataset)
-    self.classnames = list(classnames or self.set.classnames)
-    if len(self.classnames) != len(self.set.classnames):
-      raise ValueError(f"{dataset} has {len(self.set.classnames)} classes, but "
+    self.classnames = list(classnames or self.eval_set.classnames)
+    if len(self.classnames) != len(self.eval_set.classnames):
+      raise ValueError(f"{dataset} has {len(self.eval_set.classnames)} classes, but "
                        f"{len(self.classnames)} class names were given")
     self.templates = prompts.templates_for(dataset, templates)
     post = shapes.with_articles if dataset.startswith("shapes") else (lambda s: s)
@@ -68,19 +54,16 @@ class ZeroShot(Evaluator):
 
   def embed(self, params) -> dict[str, np.ndarray]:
     """Image embeddings [N, E], their labels [N], class classifiers [C, E] (dataset order)."""
-    prompt_embeddings = self.embedder.texts(params, local_share(self.tokens))
-    return {"image_embeddings": self.embedder.images(params, self.set.images),
-            "labels": gather_rows(self.set.labels),
+    prompt_embeddings = self.embedder.texts(params, data.local_share(self.tokens))
+    return {"image_embeddings": self.embedder.images(params, self.eval_set.images),
+            "labels": gather_rows(self.eval_set.labels),
             "class_embeddings": classifier_weights(prompt_embeddings, len(self.classnames)),
             "classnames": np.array(self.classnames)}
 
   def metrics(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
     scores = emb["image_embeddings"] @ emb["class_embeddings"].T
     return {f"zeroshot/{self.dataset}/{k}": v
-            for k, v in accuracy_metrics(scores, emb["labels"]).items()}
+            for k, v in ranking.accuracy_metrics(scores, emb["labels"]).items()}
 
-  def benchmark(self, results: dict[str, float]) -> dict[str, float]:
-    """Our metrics under CLIP_benchmark's names."""
-    names = {"top1": "acc1", "top5": "acc5", "mean_per_class_recall": "mean_per_class_recall"}
-    prefix = f"zeroshot/{self.dataset}/"
-    return {names[k[len(prefix):]]: v for k, v in results.items() if k.startswith(prefix)}
+  def benchmark_name(self, metric: str) -> str | None:
+    return {"top1": "acc1", "top5": "acc5"}.get(metric, metric)
