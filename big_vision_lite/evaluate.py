@@ -24,7 +24,7 @@ import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import distributed, evaluators
+from big_vision_lite import distributed, errors, evaluators
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import tokenizer as tok_lib
 from big_vision_lite.evaluators.common import Embedder
@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 if __name__ == "__main__":
   try:
     main()
-  except (config_lib.ConfigError, ckpt_lib.CheckpointMismatch, FileNotFoundError) as e:
+  except errors.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
+  except FileNotFoundError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import distributed, losses, metrics, optim
+from big_vision_lite import distributed, errors, losses, metrics, optim
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite import evaluators
 from big_vision_lite.data import loader
@@ -278,6 +278,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
   try:
     main()
-  except (config_lib.ConfigError, ckpt_lib.CheckpointMismatch) as e:
+  except errors.Error as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(e.exit_code)
