@@ -298,6 +298,7 @@ def test_full_disk_is_reported_and_loses_nothing(tmp_path):
                                                           or "mount" in proc.stderr):
     pytest.skip(f"cannot mount a private tmpfs here: {proc.stderr.strip()[:200]}")
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # Only the errors, in two lines.
   out = json.loads(proc.stdout.split("RESULT ", 1)[1])
   directory = f"{disk}/checkpoints"
   for key, step in (("check", 2), ("save", 3), ("close", 5)):
@@ -365,6 +366,7 @@ def test_a_checkpoint_one_process_cannot_read_is_abandoned_by_all(tmp_path):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
     assert json.loads(out.split("RESULT ", 1)[1]) == [1, {"position": 1}, True]
+    assert "Traceback" not in out, out[-3000:]
   warning = [line for line in outs[0].splitlines() if line.startswith("warning:")]
   assert len(warning) == 1, outs[0]
   assert f"{directory}/2 is unreadable (on process 1: state: OUT_OF_RANGE: " in warning[0]
