@@ -72,6 +72,8 @@ def acquire(workdir: str) -> Lock:
       lock = _acquire_here(path)
     except LockHeld as e:
       refusal = str(e)
+    except OSError as e:  # Told to every process too: none may wait for process 0 in vain.
+      refusal = f"cannot create {path}: {e}"
   if jax.process_count() > 1:
     refusal = _broadcast_text(refusal)
   if refusal:
@@ -136,10 +138,13 @@ def _read_holder(path: str) -> tuple[bytes | None, dict[str, Any]]:
     except FileNotFoundError:
       return None, {}
     try:
-      return raw, json.loads(raw)
+      holder = json.loads(raw)
+      if isinstance(holder, dict):
+        return raw, holder
     except ValueError:
-      if attempt < 9:
-        time.sleep(0.1)
+      pass
+    if attempt < 9:
+      time.sleep(0.1)
   raise LockHeld(f"{path} exists but is not a readable lock ({raw[:80]!r}). If no trainer is "
                  f"running on this workdir, delete {path} and start again.")
 

@@ -136,11 +136,14 @@ def test_restore_params_to_host_and_onto_a_sharding(tmp_path):
     ckpt_lib.restore_params(str(tmp_path / "nothing"))
 
 
-def test_keep_n_rotation(tmp_path):
+def test_keep_n_rotation_and_leftovers_of_a_killed_save(tmp_path):
   directory = str(tmp_path / "checkpoints")
+  # What `kill -9` during a save leaves: a temporary directory, never taken for a checkpoint.
+  os.makedirs(os.path.join(directory, "9.orbax-checkpoint-tmp", "state"))
+  assert ckpt_lib.Checkpointer(directory).all_steps() == []
   ckpt = _saved(directory, [1, 2, 3, 4, 5], keep=2)
   assert ckpt.all_steps() == [4, 5]
-  assert sorted(os.listdir(directory)) == ["4", "5"]  # No temporary directories left.
+  assert sorted(os.listdir(directory)) == ["4", "5"]  # The first save removed the leftover.
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
