@@ -9,6 +9,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from big_vision_lite import errors
+
+
+class LaunchError(errors.Error, ValueError):
+  """Multi-process flags that do not describe a launch."""
+
 
 def is_multiprocess_env() -> bool:
   """True under a multi-task SLURM step or a multi-host TPU slice."""
@@ -25,15 +31,15 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   `auto=True` (the trainer's --distributed) lets JAX detect the cluster itself (TPU VM pod
   slices, SLURM, Open MPI, Kubernetes).
   """
-  explicit = coordinator is not None or (num_processes or 1) > 1
+  explicit = coordinator is not None or process_id is not None or (num_processes or 1) > 1
   if not explicit and not auto and not is_multiprocess_env():
     return
+  if explicit and (coordinator is None or num_processes is None or process_id is None):
+    raise LaunchError("a multi-process launch needs --coordinator_address, --num_processes and "
+                      "--process_id together (or a SLURM / TPU environment)")
   # CPU devices need a collectives backend across processes; GPUs and TPUs ignore this.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if explicit:
-    if coordinator is None or num_processes is None or process_id is None:
-      raise ValueError("a multi-process launch needs --coordinator_address, --num_processes and "
-                       "--process_id together (or a SLURM / TPU environment)")
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
   else:
     jax.distributed.initialize()

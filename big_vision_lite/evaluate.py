@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     step = ckpt.latest_step()
     ckpt.close()
   if step is None:
-    raise ckpt_lib.NoCheckpoint(f"no checkpoint under {params_dir}: train first (python -m "
+    raise ckpt_lib.CheckpointNotFound(f"no checkpoint under {params_dir}: train first (python -m "
                                 "big_vision_lite.train --config F --workdir DIR)")
   params = ckpt_lib.restore_params(params_dir, step, sharding_lib.replicated(mesh))
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *model.example_inputs()))

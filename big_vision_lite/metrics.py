@@ -2,20 +2,54 @@
 
 Only process 0 writes files. On resume from step S, entries after S left by the interrupted run
 are dropped from metrics.jsonl (and purged by TensorBoard), so the file reads as one run.
+metrics.jsonl is strict JSON, one object per line: a NaN or infinite value is written as null
+(TensorBoard keeps the float), and `read` gives it back as NaN.
 """
 
 import json
+import math
 import os
+import re
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
+from big_vision_lite import errors
 
-def _scalar(v: Any) -> float | int:
+
+def _scalar(v: Any) -> float | int | list:
   v = np.asarray(v)
   return v.item() if v.size == 1 else v.tolist()
+
+
+def _finite_or_none(v: Any) -> Any:
+  """NaN and +-inf (also inside lists) -> None, which JSON writes as null."""
+  if isinstance(v, float) and not math.isfinite(v):
+    return None
+  if isinstance(v, list):
+    return [_finite_or_none(x) for x in v]
+  return v
+
+
+def _json_line(row: dict[str, Any]) -> str:
+  return json.dumps({k: _finite_or_none(v) for k, v in row.items()}, allow_nan=False) + "\n"
+
+
+def _parse_rows(path: str) -> list[dict[str, Any]]:
+  """The rows of a metrics.jsonl; a last line cut short by a killed run is left out."""
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if i < len(lines) - 1:
+        raise errors.Error(f"{path}:{i + 1} is not valid JSON ({line[:60]!r}...): repair or "
+                           "delete that line") from None
+  return rows
 
 
 class Writer:
@@ -29,10 +63,9 @@ class Writer:
       return
     os.makedirs(workdir, exist_ok=True)
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      kept = [row for row in _parse_rows(self.path) if row["step"] <= resume_step]
       with open(self.path + ".tmp", "w") as f:
-        f.writelines(kept)
+        f.writelines(_json_line(row) for row in kept)
       os.replace(self.path + ".tmp", self.path)
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
@@ -43,7 +76,7 @@ class Writer:
       return
     row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+      f.write(_json_line(row))
     if self.tb is not None:
       for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)):
@@ -56,9 +89,10 @@ class Writer:
 
 
 def read(workdir: str) -> list[dict[str, Any]]:
-  """All rows of DIR/metrics.jsonl."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """All rows of DIR/metrics.jsonl, with null values as NaN."""
+  nan = lambda v: math.nan if v is None else [nan(x) for x in v] if isinstance(v, list) else v
+  return [{k: nan(v) for k, v in row.items()}
+          for row in _parse_rows(os.path.join(workdir, "metrics.jsonl"))]
 
 
 class Throughput:
@@ -102,7 +136,8 @@ PEAK_BF16_FLOPS = {
 def peak_flops(device_kind: str) -> float | None:
   """Peak bf16 FLOP/s of one device from its `device_kind`, or None if unknown (e.g. CPU)."""
   for name, flops in PEAK_BF16_FLOPS.items():
-    if name.lower() in device_kind.lower():
+    # Not followed by a digit: 'L4' is not the 'L40S'.
+    if re.search(re.escape(name) + r"(?!\d)", device_kind, re.IGNORECASE):
       return flops
   return None
 

@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import errors, interrupt, job, losses, metrics, optim
+from big_vision_lite import errors, interrupt, job, lock, losses, metrics, optim
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import loader
 from big_vision_lite.models.two_towers import TwoTowers
@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   mesh = job.start(args, config)
   total_steps, warmup_steps, warnings = config_lib.durations(config)
   workdir = os.path.abspath(args.workdir)
-  return _train(config, mesh, workdir, total_steps, warmup_steps, warnings)
+  with lock.hold(workdir):  # One trainer per workdir (a second one is refused at start).
+    return _train(config, mesh, workdir, total_steps, warmup_steps, warnings)
 
 
 def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: int,
@@ -231,9 +232,11 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
   # --- Restore the newest checkpoint, or initialise.
+  # A damaged checkpoint is skipped (with a warning) for the newest one that restores.
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
-  if ckpt.latest_step() is not None:
-    state, data_state, step = ckpt.restore(abstract_state)
+  restored = ckpt.restore(abstract_state)
+  if restored is not None:
+    state, data_state, step = restored
     train_iter.set_state(data_state)
     job.print0(f"resumed from {ckpt.directory}/{step}")
   else:
@@ -265,6 +268,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
       batch = loader.to_global(next(train_iter), batch_sharding)
       state, measured = update(state, batch)
       step += 1
+      ckpt.check()  # A failed asynchronous save stops the run here, not at the next save.
       row = {}
       if step % config.log_training_steps == 0 or step == total_steps or step == 1:
         speed = clock.measure(step)
@@ -300,6 +304,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
         if stopping:
           if row:
             writer.write(step, row)
+          ckpt.wait()  # The checkpoint is committed before the process exits.
           ckpt.close()
           writer.close()
           train_iter.close()
