@@ -257,6 +257,26 @@ class Section(Spec):
 
 
 @dataclasses.dataclass
+class Optional(Spec):
+  """None (off, the default) or a section (on), e.g. `lora`."""
+
+  section: Spec
+  help: str = ""
+
+  def default(self) -> Any:
+    return None
+
+  def type_text(self) -> str:
+    return "None or dict"
+
+  def child(self, key: str, node, path: str) -> Spec:
+    return self.section.child(key, node, path)
+
+  def check(self, value: Any, path: str) -> Any:
+    return None if value is None else self.section.check(value, path)
+
+
+@dataclasses.dataclass
 class Variant(Spec):
   """A section whose keys depend on the value of its `key` (e.g. `type`): `options[value]`.
   `fallback`, if given, is the section for any other value (e.g. any tfds dataset name)."""
@@ -384,6 +404,9 @@ def signature_section(cls, skip: tuple[str, ...], extra: dict[str, Spec]) -> Sec
 # --------------------------------------------------------------------------------------------
 # The schema.
 
+# models/lora.py DEFAULT_TARGETS (kept here so the schema imports no model code; a test checks).
+LORA_TARGETS = (r".*/MultiHeadDotProductAttention_0/(query|key|value|out)/kernel",
+                r".*/MlpBlock_0/Dense_[01]/kernel")
 LOSSES = ("sigmoid", "softmax", "sigmoid_chunked", "softmax_local")
 REMAT = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -520,7 +543,18 @@ SCHEMA = Section(dict(
     wd=Float(1e-4, "decoupled weight decay (follows the schedule's shape, not lr)", min=0),
     grad_clip_norm=Float(1.0, "global-norm gradient clipping; None: off", nullable=True,
                          positive=True),
-    lr_mults=Rules(Float(min=0), (), "(regex, multiplier) over parameter names; unmatched: 1"),
+    lr_mults=Rules(Float(min=0), (), "(regex, multiplier) over parameter names; unmatched: 1; "
+                   "0 freezes, as `frozen` does"),
+    frozen=Seq(_Regex(), (), "parameter-name regexes that do not train: no gradient, no "
+               "optimiser state, no weight decay (e.g. `('img/.*',)` for LiT)"),
+    lora=Optional(Section(dict(
+        rank=Int(8, "adapter rank r", positive=True),
+        alpha=Float(16.0, "adapters are scaled by alpha / rank", positive=True),
+        targets=Seq(_Regex(), LORA_TARGETS, "Dense kernels (parameter-name regexes) that get an "
+                    "adapter; default: attention and MLP projections of both towers"),
+        train=Seq(_Regex(), (), "base parameters that still train (e.g. `('img/head/.*',)`); "
+                  "all others are frozen"),
+    )), "LoRA adapters (None: off)"),
     wd_mults=Rules(Float(min=0), ((".*/kernel$", 1.0),),
                    "(regex, multiplier) over parameter names; unmatched: 0"),
     optax=OPTAX,
@@ -557,6 +591,8 @@ def _rows(spec: Spec, path: str) -> list[tuple[str, str, str, str]]:
         rows += [(k, t, d, prefix + h) for k, t, d, h in _rows(s, f"{path}.{key}")]
     default = f"`{spec.value!r}`" if spec.value is not None else "required"
     return [(path + "." + spec.key, "str", default, spec.help)] + rows
+  if isinstance(spec, Optional):
+    return [(path, spec.type_text(), "`None`", spec.help)] + _rows(spec.section, path)
   if isinstance(spec, OneOrList):
     return [(path, spec.type_text(), f"`{spec.value!r}`", spec.help)] + _rows(spec.item, path)
   default = spec.default()
@@ -576,5 +612,22 @@ def markdown_table() -> str:
   return "\n".join(lines)
 
 
+def update_readme(path: str) -> bool:
+  """Rewrites the table between the config-table markers of a README; True if it changed."""
+  with open(path) as f:
+    text = f.read()
+  start, end = "<!-- config-table:start -->\n", "\n<!-- config-table:end -->"
+  i, j = text.index(start) + len(start), text.index(end)
+  new = text[:i] + markdown_table() + text[j:]
+  if new != text:
+    with open(path, "w") as f:
+      f.write(new)
+  return new != text
+
+
 if __name__ == "__main__":
-  print(markdown_table())
+  import sys  # pylint: disable=import-outside-toplevel
+  if sys.argv[1:2] == ["--readme"]:
+    print("updated" if update_readme(sys.argv[2]) else "up to date", sys.argv[2])
+  else:
+    print(markdown_table())

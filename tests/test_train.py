@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def _run_steps(cfg, mesh, num_steps, accum_steps=1):
   it = loader.make_input(cfg.input, cfg.batch_size, image_size=cfg.model.image.image_size,
                          max_len=cfg.model.text.max_len)
   cfg.grad_accum_steps = accum_steps
-  _, _, init_fn, update = train.build(cfg, mesh, 10)
+  _, _, init_fn, update, _ = train.build(cfg, mesh, 10)
   state = init_fn(jax.random.key(0))
   losses = []
   for step in range(num_steps):
@@ -196,3 +197,64 @@ def test_resume_after_kill9_reproduces_uninterrupted_run(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   logged = [r["step"] for r in metrics.read(str(killed))]
   assert logged == sorted(set(logged)), "resumed run must not duplicate metric rows"
+
+
+def _opt_names(abstract_state):
+  return [name for name, _ in pytree.named_leaves(abstract_state["opt"])]
+
+
+@pytest.mark.parametrize("how", ["frozen", "lr_mults"])
+def test_frozen_parameters_get_no_gradient_and_no_optimiser_state(how):
+  """LiT: the image tower is locked. It has no Adam moments, gets no gradient (the step's
+  FLOPs drop by its backward pass), and stays bit-identical while the text tower trains."""
+  freeze = ("--config.frozen=('img/.*',)" if how == "frozen" else
+            "--config.lr_mults=(('img/.*', 0.0),)")
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  cfg_full, cfg_lit = _tiny_config(), _tiny_config(freeze)
+  _, full_state, _, full_update, _ = train.build(cfg_full, mesh, 10)
+  _, lit_state, init_fn, lit_update, mask = train.build(cfg_lit, mesh, 10)
+  full_names, lit_names = _opt_names(full_state), _opt_names(lit_state)
+  assert any("/img/" in n for n in full_names) and not any("/img/" in n for n in lit_names)
+  num_leaves = lambda tree: len(jax.tree.leaves(tree))
+  frozen = num_leaves(full_state["params"]["img"])
+  assert len(full_names) - len(lit_names) == 2 * frozen  # Adam's mu and nu per parameter.
+  assert all(not m for m in jax.tree.leaves(mask["img"])) and all(jax.tree.leaves(mask["txt"]))
+  flops = lambda update, state: update.lower(state, train.abstract_batch(cfg_full, mesh)
+                                             ).cost_analysis()["flops"]
+  assert flops(lit_update, lit_state) < 0.8 * flops(full_update, full_state)
+
+  it = loader.make_input(cfg_lit.input, cfg_lit.batch_size, image_size=32, max_len=12)
+  state = init_fn(jax.random.key(0))
+  before = jax.device_get(state["params"])
+  for step in range(2):
+    state, _ = lit_update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+  after = jax.device_get(state["params"])
+  jax.tree.map(np.testing.assert_array_equal, after["img"], before["img"])
+  assert not np.array_equal(after["txt"]["head"]["kernel"], before["txt"]["head"]["kernel"])
+  it.close()
+  with pytest.raises(config_lib.ConfigError, match="every parameter is frozen"):
+    train.build(_tiny_config("--config.frozen=('.*',)"), mesh, 10)
+
+
+def test_lora_trains_only_the_adapters_and_reports_the_count(tmp_path, capsys):
+  cfg = _tiny_config("--config.lora={'rank': 2, 'train': ('txt/head/.*',)}")
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  _, abstract_state, init_fn, update, mask = train.build(cfg, mesh, 10)
+  trainable = {n for n, m in pytree.named_leaves(mask) if m}
+  assert trainable and all(n.startswith(("lora/", "txt/head/")) for n in trainable)
+  assert any(n.startswith("txt/head/") for n in trainable)
+  it = loader.make_input(cfg.input, cfg.batch_size, image_size=32, max_len=12)
+  state = init_fn(jax.random.key(0))
+  before = jax.device_get(state["params"])
+  for step in range(2):
+    state, _ = update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+  it.close()
+  after = jax.device_get(state["params"])
+  for name, value in pytree.named_leaves(after):
+    old = dict(pytree.named_leaves(before))[name]
+    assert np.array_equal(value, old) != (name in trainable), name
+  with pytest.raises(config_lib.ConfigError, match="lora adapts unscanned towers"):
+    config_lib.validate(_tiny_config("--config.lora={}", "--config.model.image.scan=True"), 1)
+  train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+      "--config.lora={'rank': 2}", "--config.total_steps=2", "--config.evals={}"])
+  assert re.search(r"0\.\d\dM parameters, 0\.0\dM trainable \(\d+\.\d%\)", capsys.readouterr().out)

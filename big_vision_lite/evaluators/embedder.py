@@ -27,21 +27,24 @@ def _local_rows(out: jax.Array) -> np.ndarray:
 
 
 class Embedder:
-  """Runs one tower over this process's rows in global batches on the mesh."""
+  """Runs one tower over this process's rows in global batches on the mesh.
 
-  def __init__(self, model, mesh, batch_size: int):
+  `apply(params, images or None, tokens or None) -> (zimg, ztxt, aux)` is the model's forward
+  pass (TwoTowers' signature; see job.apply_fn, which adds LoRA adapters when there are any).
+  """
+
+  def __init__(self, apply: Callable, mesh, batch_size: int):
     n = mesh.devices.size
     self.batch_size = -(-batch_size // n) * n
     self.sharding = sharding_lib.batch_sharding(mesh)
 
     def image(params, x, representation):
-      z, _, aux = model.apply({"params": params}, x, None)
+      z, _, aux = apply(params, x, None)
       return z if representation == "embedding" else aux["img"]["pre_logits"]
 
     # Outputs stay split like the batch: each process reads back only its own rows.
     self._image = jax.jit(image, static_argnums=2, out_shardings=self.sharding)
-    self._text = jax.jit(lambda p, x: model.apply({"params": p}, None, x)[1],
-                         out_shardings=self.sharding)
+    self._text = jax.jit(lambda p, x: apply(p, None, x)[1], out_shardings=self.sharding)
 
   def _stream(self, fn: Callable, local, prep: Callable) -> Iterator[tuple[int, np.ndarray]]:
     """(start, fn(rows) [b, E] float32) for this process's rows [start, start + b), batch by
