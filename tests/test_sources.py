@@ -149,6 +149,30 @@ def test_make_shards_command(tmp_path):
   assert not any(f.endswith(".tmp") for f in os.listdir(tmp_path / "out"))
 
 
+def test_make_shards_skips_images_whose_captions_are_all_empty(tmp_path, capsys):
+  images = tmp_path / "images"
+  images.mkdir()
+  for i in range(8):
+    (images / f"im{i}.png").write_bytes(_jpeg(i, "PNG"))
+  rows = ['{"file": "im0.png", "caption": "zero"}', '{"file": "im1.png", "caption": ""}',
+          '{"file": "im2.png", "caption": ["  ", "two\\n  lines "]}',
+          '{"file": "im3.png", "caption": [" ", "\\t"]}', '{"file": "im4.png", "caption": null}']
+  rows += [f'{{"file": "im{i}.png", "caption": "   "}}' for i in range(5, 8)]
+  (tmp_path / "caps.jsonl").write_text("\n".join(rows) + "\n")
+  make_shards.main(["--images", str(images), "--captions", str(tmp_path / "caps.jsonl"),
+                    "--output", str(tmp_path / "out")])
+  printed = capsys.readouterr().out
+  assert "skipped 6 images whose captions are all empty: im1.png, im3.png, im4.png, im5.png, " \
+         "im6.png, ..." in printed and "wrote 2 samples" in printed
+  src = sources.TarShards(str(tmp_path / "out"))
+  assert [sources.standardize(src[i])["captions"] for i in range(len(src))] == [
+      ["zero"], ["two lines"]]
+  (tmp_path / "none.csv").write_text("file,caption\nim1.png, \n")
+  with pytest.raises(SystemExit, match="no non-empty captions"):
+    make_shards.main(["--images", str(images), "--captions", str(tmp_path / "none.csv"),
+                      "--output", str(tmp_path / "out2")])
+
+
 def test_trainer_on_tar_shards_logs_skipped_records(tmp_path):
   from big_vision_lite import metrics, train  # pylint: disable=import-outside-toplevel
   from tests.test_train import CONFIG, TINY  # pylint: disable=import-outside-toplevel
