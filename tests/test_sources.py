@@ -116,12 +116,46 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
   assert it.get_state()["skipped"] == 3
 
 
-def test_truncated_shard_keeps_what_it_can_read(shard_dir, tmp_path):
-  data = open(shard_dir / "shards-00000.tar", "rb").read()
-  cut = tmp_path / "cut.tar"
-  cut.write_bytes(data[:len(data) // 2 + 100])
-  src = sources.TarShards(str(cut))
-  assert 0 < len(src) < 10 and src.warnings and "unreadable" in src.warnings[0]
+def _members(path):
+  """{name: (header offset, data offset, size)} of a whole tar."""
+  with tarfile.open(path) as tar:
+    return {m.name: (m.offset, m.offset_data, m.size) for m in tar}
+
+
+@pytest.mark.parametrize("damage", ["header", "data", "junk_for_header", "no_end_marker"])
+def test_truncated_shard_warns_at_start_and_keeps_the_readable_samples(shard_dir, tmp_path, capsys,
+                                                                     damage):
+  whole = shard_dir / "shards-00000.tar"
+  data, members = whole.read_bytes(), _members(whole)
+  header, data_start, _ = members["00003.jpg"]  # The first member of the fourth sample.
+  damaged = {"header": data[:header + 100],          # inside 00003.jpg's header block
+             "data": data[:data_start + 50],         # inside 00003.jpg's bytes
+             "junk_for_header": data[:header] + b"\x07junk" * 300,
+             "no_end_marker": data[:header]}[damage]
+  path = tmp_path / "cut.tar"
+  path.write_bytes(damaged)
+  it = loader.GrainInput(data={"name": "tar", "pattern": str(path)},
+                         pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=3,
+                         process_index=0, process_count=1)
+  printed = capsys.readouterr().out
+  assert f"warning: {path}: cut short after 3 samples (" in printed
+  why = {"header": f"header at byte {header} is cut off", "data": "00003.jpg needs bytes up to",
+         "junk_for_header": "neither a member header", "no_end_marker": "no end-of-archive marker"}
+  assert why[damage] in printed
+  assert sorted(next(it)["text"]) == ["a photo 0", "a photo 1", "a photo 2"] and it.skipped == 0
+  it.close()
+
+
+def test_garbage_after_the_end_of_archive_is_reported(shard_dir, tmp_path):
+  path = tmp_path / "appended.tar"
+  path.write_bytes((shard_dir / "shards-00000.tar").read_bytes() + b"garbage" * 100)
+  src = sources.TarShards(str(path))
+  assert len(src) == 10 and len(src.warnings) == 1
+  assert "cut short after 10 samples (700 bytes of data at byte" in src.warnings[0]
+
+
+def test_whole_shards_have_no_warning(shard_dir):
+  assert sources.TarShards(str(shard_dir)).warnings == []
 
 
 def test_weighted_mixture(shard_dir):
