@@ -194,14 +194,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if config.model.text.vocab_size < vocab:
     raise config_lib.ConfigError(f"config.model.text.vocab_size={config.model.text.vocab_size} "
                                  f"is smaller than the tokenizer's {vocab} pieces")
-  first = train_iter.batch(0)
-  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
+  spec = train_iter.element_spec
+  example = {k: jnp.zeros((1, *shape[1:]), dtype) for k, (shape, dtype) in spec.items()}
 
   # --- Model, optimiser, sharded state.
   model, abstract_state, init_fn, update = build(config, mesh, example, total_steps)
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, *v.shape[1:]), v.dtype,
-                                            sharding=batch_sharding) for k, v in first.items()}
+  abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, *shape[1:]), dtype,
+                                            sharding=batch_sharding)
+                    for k, (shape, dtype) in spec.items()}
   flops_per_step = model_flops_per_step(config, mesh, abstract_batch)
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
   # --- Evaluators.
   embedder = Embedder(model, mesh, config.get("eval_batch_size") or 256)
-  defaults = dict(image_size=first["image"].shape[1], max_len=config.input.max_len,
+  defaults = dict(image_size=spec["image"][0][1], max_len=config.input.max_len,
                   tokenizer=config.input.get("tokenizer") or tok_lib.SHAPES_MODEL)
   evals = evaluators.make(config.evals, embedder, defaults)
 
@@ -245,9 +246,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       speed.update(metrics.utilisation(flops_per_step, speed["step_time"], jax.device_count(),
                                        peak))
       row.update({f"train/{k}": v for k, v in speed.items()})
-      if hasattr(train_iter, "skipped"):  # Bad records skipped so far, over all processes.
-        row["data/skipped"] = int(np.sum(multihost_utils.process_allgather(
-            np.int64(train_iter.skipped))))
+      row["data/skipped"] = int(np.sum(multihost_utils.process_allgather(  # Over all processes.
+          np.int64(train_iter.skipped))))
       eta = ("(includes compilation)" if step == 1 else
              f"| ETA {metrics.format_duration(speed['eta_sec'])}")
       _print(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "

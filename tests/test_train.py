@@ -43,14 +43,13 @@ def _tiny_config(*overrides):
 
 def _run_steps(cfg, mesh, num_steps, accum_steps=1):
   it = loader.make_input(cfg.input, cfg.batch_size)
-  first = it.batch(0)
-  example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in first.items()}
+  example = {k: jnp.zeros((1, *shape[1:]), dtype) for k, (shape, dtype) in it.element_spec.items()}
   cfg.grad_accum_steps = accum_steps
   _, _, init_fn, update = train.build(cfg, mesh, example, 10)
   state = init_fn(jax.random.key(0))
   losses = []
-  for step in range(num_steps):
-    state, m = update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+  for _ in range(num_steps):
+    state, m = update(state, loader.to_global(next(it), sharding.batch_sharding(mesh)))
     losses.append(float(m["loss"]))
   it.close()
   return losses, jax.device_get(state["params"])

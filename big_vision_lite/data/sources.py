@@ -13,9 +13,14 @@ import tarfile
 import threading
 from typing import Any
 
+from big_vision_lite import errors
 from big_vision_lite.data import shapes
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class DataError(errors.Error, ValueError):
+  """Input data that cannot train: the message names the source or op and the fix."""
 
 
 class BadRecord(ValueError):
@@ -114,8 +119,8 @@ class TarShards:
         self.warnings.append(f"{path}: cut short after {len(entries)} samples ({problem})")
       self.samples.extend((i, key, members) for key, members in entries)
     if not self.samples:
-      raise ValueError(f"the tar shards matching {pattern!r} ({len(self.files)} files) contain no "
-                       "samples" + (f": {self.warnings[0]}" if self.warnings else ""))
+      raise DataError(f"the tar shards matching {pattern!r} ({len(self.files)} files) contain no "
+                      "samples" + (f": {self.warnings[0]}" if self.warnings else ""))
     self._local = threading.local()
 
   def __len__(self) -> int:
@@ -249,7 +254,7 @@ def standardize(record: dict[str, Any]) -> dict[str, Any]:
   return {"image": image, "captions": captions}
 
 
-def make(data: dict[str, Any]):
+def make_source(data: dict[str, Any]):
   """The source for one `config.input.data` entry (without its `weight`)."""
   data = dict(data)
   name = data.pop("name", None)
@@ -259,6 +264,6 @@ def make(data: dict[str, Any]):
   if name == "shapes":
     return ShapesSource(**data)
   if not name:
-    raise ValueError("a data source needs a name: 'tar' (pattern=...), 'shapes', or a tfds "
-                     "dataset name (split=..., data_dir=...)")
+    raise DataError("a data source needs a name: 'tar' (pattern=...), 'shapes', or a tfds "
+                    "dataset name (split=..., data_dir=...)")
   return TfdsSource(name, **data)

@@ -15,7 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from big_vision_lite import sharding as sharding_lib
-from big_vision_lite.data import loader
+from big_vision_lite.data import loader, ops
 
 REPRESENTATIONS = ("embedding", "pre_logits")
 
@@ -134,7 +134,7 @@ class Embedder:
     embeddings in process order: L2-normalised [N, E], or the image tower's pre-logits."""
     if representation not in REPRESENTATIONS:
       raise ValueError(f"representation={representation!r} is not one of {REPRESENTATIONS}")
-    prep = lambda x: loader.value_range(x) if x.dtype == np.uint8 else x.astype(np.float32)
+    prep = lambda x: ops.value_range(x) if x.dtype == np.uint8 else x.astype(np.float32)
     return self._run(lambda x: self._image(params, x, representation), local, prep)
 
   def texts(self, params, local_tokens: np.ndarray) -> np.ndarray:
