@@ -28,7 +28,7 @@ from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
 from big_vision_lite import errors, interrupt, job, lock, losses, metrics, optim, pytree
 from big_vision_lite import sharding as sharding_lib
-from big_vision_lite.data import loader
+from big_vision_lite.data import loader, sources
 from big_vision_lite.models import lora
 from big_vision_lite.models.two_towers import TwoTowers
 
@@ -183,9 +183,10 @@ def build(config, mesh, total_steps: int, warmup_steps: int = 0):
 
 
 def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global batch the update step takes: images at the model's size, tokens at its length."""
+  """The global batch the update step takes: images at the model's size, tokens at its length
+  (sharded over `mesh`, if given)."""
   size, length, n = config.model.image.image_size, config.model.text.max_len, config.batch_size
-  sharding = sharding_lib.batch_sharding(mesh)
+  sharding = sharding_lib.batch_sharding(mesh) if mesh is not None else None
   return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding),
           "labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
 
@@ -218,6 +219,19 @@ def model_flops_per_step(config, mesh) -> float:
   plain.grad_accum_steps = 1
   _, abstract_state, _, update, _ = build(plain, mesh, 2)
   return float(update.lower(abstract_state, abstract_batch(plain, mesh)).cost_analysis()["flops"])
+
+
+def _check_input(config, spec) -> None:
+  """The input must produce what the model is built for (image size, text length)."""
+  want = abstract_batch(config, None)
+  for key, what, fix in (("image", "images", "resize(...) in config.input.pp or "
+                          "model.image.image_size"),
+                         ("labels", "token ids", "tokenize(max_len=...) in config.input.pp or "
+                          "model.text.max_len")):
+    got = tuple(spec[key][0][1:]) if key in spec else None
+    if got != want[key].shape[1:]:
+      raise sources.DataError(f"the input gives {what} of shape {got} per example, the model "
+                              f"takes {want[key].shape[1:]}: change {fix}")
 
 
 def _nonfinite_report(step: int, streak: int, measured, last_saved: int | None, where: str) -> str:
@@ -258,6 +272,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   train_iter = loader.make_input(config.input, config.batch_size,
                                  image_size=config.model.image.image_size,
                                  max_len=config.model.text.max_len)
+  _check_input(config, train_iter.element_spec)
 
   # --- Model, optimiser, sharded state.
   model, abstract_state, init_fn, update, mask = build(config, mesh, total_steps, warmup_steps)

@@ -96,7 +96,7 @@ def test_clear_errors(data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match=r"not prepared under .*prepare_tfds bvl_tiny_captions"):
     sources.TfdsSource("bvl_tiny_captions", data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="unknown tfds dataset 'no_such_dataset_xyz'"):
-    sources.make({"name": "no_such_dataset_xyz", "data_dir": str(tmp_path)})
+    sources.make_source({"name": "no_such_dataset_xyz", "data_dir": str(tmp_path)})
   with pytest.raises(ValueError, match=r"has no split 'validation'; it has \['train', 'test'\]|"
                                        r"has no split 'validation'; it has \['test', 'train'\]"):
     sources.TfdsSource("bvl_tiny_captions", split="validation", data_dir=data_dir)

@@ -47,8 +47,8 @@ def _run_steps(cfg, mesh, num_steps, accum_steps=1):
   _, _, init_fn, update, _ = train.build(cfg, mesh, 10)
   state = init_fn(jax.random.key(0))
   losses = []
-  for step in range(num_steps):
-    state, m = update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+  for _ in range(num_steps):
+    state, m = update(state, loader.to_global(next(it), sharding.batch_sharding(mesh)))
     losses.append(float(m["loss"]))
   it.close()
   return losses, jax.device_get(state["params"])
@@ -227,7 +227,7 @@ def test_frozen_parameters_get_no_gradient_and_no_optimiser_state(how):
   state = init_fn(jax.random.key(0))
   before = jax.device_get(state["params"])
   for step in range(2):
-    state, _ = lit_update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+    state, _ = lit_update(state, loader.to_global(next(it), sharding.batch_sharding(mesh)))
   after = jax.device_get(state["params"])
   jax.tree.map(np.testing.assert_array_equal, after["img"], before["img"])
   assert not np.array_equal(after["txt"]["head"]["kernel"], before["txt"]["head"]["kernel"])
@@ -247,7 +247,7 @@ def test_lora_trains_only_the_adapters_and_reports_the_count(tmp_path, capsys):
   state = init_fn(jax.random.key(0))
   before = jax.device_get(state["params"])
   for step in range(2):
-    state, _ = update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+    state, _ = update(state, loader.to_global(next(it), sharding.batch_sharding(mesh)))
   it.close()
   after = jax.device_get(state["params"])
   for name, value in pytree.named_leaves(after):

@@ -14,7 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from big_vision_lite import sharding as sharding_lib
-from big_vision_lite.data import loader
+from big_vision_lite.data import loader, ops
 from big_vision_lite.distributed import gather_rows
 
 REPRESENTATIONS = ("embedding", "pre_logits")
@@ -86,7 +86,7 @@ class Embedder:
     embeddings or the image tower's pre-logits. Every process must exhaust it."""
     if representation not in REPRESENTATIONS:
       raise ValueError(f"representation={representation!r} is not one of {REPRESENTATIONS}")
-    prep = lambda x: loader.value_range(x) if x.dtype == np.uint8 else x.astype(np.float32)
+    prep = lambda x: ops.value_range(x) if x.dtype == np.uint8 else x.astype(np.float32)
     return self._stream(lambda x: self._image(params, x, representation), local, prep)
 
   def images(self, params, local, representation: str = "embedding") -> np.ndarray:
