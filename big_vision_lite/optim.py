@@ -48,7 +48,8 @@ def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0, decay_type
   return schedule
 
 
-def make(config: ml_collections.ConfigDict, params, total_steps: int, warmup_steps: int = 0):
+def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int,
+                   warmup_steps: int = 0):
   """Returns (optax transform, lr schedule) for `params` from the (resolved) config; the
   durations come from `config.durations`."""
   sc = config.schedule

@@ -378,9 +378,7 @@ class Map(Spec):
     return "dict of name -> dict"
 
   def child(self, key: str, node, path: str) -> Spec:
-    if key not in node:
-      raise ConfigError(f"config.{path} has no entry {key!r} (it has {sorted(node)}); add one "
-                        f"whole: --config.{path}.{key}=\"{{'type': ...}}\"")
+    del node  # A new entry may be added by name (`--config.evals.mine="{'type': ...}"`).
     return self.item
 
   def check(self, value: Any, path: str) -> Any:

@@ -84,7 +84,7 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
   if not jax.tree.leaves(trainable):
     raise config_lib.ConfigError("every parameter is frozen (config.frozen, lr_mults, lora): "
                                  "nothing would train")
-  tx, schedule = optim.make(config, trainable, total_steps, warmup_steps)
+  tx, schedule = optim.make_optimizer(config, trainable, total_steps, warmup_steps)
 
   def init_state(rng):
     params = init_params(rng)
@@ -117,7 +117,7 @@ def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, m
   Gradients are taken with respect to the trainable parameters (`mask`) only: a frozen tower
   runs forward only, and frozen weights get no gradient.
   """
-  contrastive = losses.make(loss_name, mesh)
+  contrastive = losses.make_loss(loss_name, mesh)
   batch_spec = sharding_lib.batch_sharding(mesh)
 
   def embed(params, batch):
@@ -258,10 +258,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: int,
            warmup_steps: int, warnings: list[str]) -> dict[str, Any]:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config_lib.to_json(config))
   for warning in warnings:
     job.print0(f"warning: {warning}")
   job.print0(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
@@ -289,6 +285,10 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
     job.print0(f"resumed from {ckpt.directory}/{step}")
   else:
     state, step = init_fn(jax.random.key(config.seed)), 0
+  if jax.process_index() == 0:  # Written once the checkpoint (if any) fits this config.
+    with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
+      f.write(config_lib.to_json(config))
+    os.replace(os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "config.json"))
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
   trainable = sum(x.size for x in jax.tree.leaves(pytree.partition(abstract_state["params"],
                                                                    mask)[0]))
@@ -355,7 +355,9 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
         if stopping:
           if row:
             writer.write(step, row)
-          ckpt.wait()  # The checkpoint is committed before the process exits.
+          ckpt.wait()  # The checkpoint is committed before the process exits,
+          if jax.process_count() > 1:  # on every process: none exits while another writes.
+            multihost_utils.sync_global_devices("stopped after saving")
           ckpt.close()
           writer.close()
           train_iter.close()

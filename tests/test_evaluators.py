@@ -2,13 +2,11 @@
 streaming linear probe, and gathering over processes."""
 
 import inspect
-import json
 import os
 import socket
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

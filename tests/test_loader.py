@@ -105,14 +105,15 @@ def test_a_batch_not_divisible_by_the_processes_is_one_error(shard_dir):
 
 
 def test_make_input_draws_shapes_at_the_models_sizes_when_given(shard_dir):
-  cfg = ml_collections.ConfigDict(dict(data=dict(name="shapes", seed=0, image_size=24), pp=None,
+  cfg = ml_collections.ConfigDict(dict(data=dict(name="shapes", seed=0, image_size=None), pp=None,
                                        max_len=12, tokenizer=None, seed=0, num_workers=0))
   it = loader.make_input(cfg, 8, image_size=32, max_len=7)
   assert isinstance(it, loader.ShapesInput)
   assert it.element_spec == {"image": ((8, 32, 32, 3), np.float32), "labels": ((8, 7), np.int32)}
   assert _spec_of(next(it)) == it.element_spec
   it.close()
-  it = loader.make_input(cfg, 8)  # Without the model's sizes: the config's.
+  cfg.data.image_size = 24  # A size the source sets itself wins (the trainer then checks it).
+  it = loader.make_input(cfg, 8, image_size=32)
   assert it.element_spec == {"image": ((8, 24, 24, 3), np.float32), "labels": ((8, 12), np.int32)}
   it.close()
   cfg.data = {"name": "tar", "pattern": str(shard_dir)}

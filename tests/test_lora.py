@@ -1,7 +1,6 @@
 """LoRA adapters: identity when new, merged kernels give the same function, targets."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -99,60 +98,82 @@ def test_gradient_accumulation_equals_the_full_batch(loss):
   _assert_params_close(params_acc, params_full)
 
 
-def test_end_to_end_outputs(tmp_path):
-  results = train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run of 4 steps (evaluated at the end): (workdir, returned final metrics)."""
+  workdir = tmp_path_factory.mktemp("run")
+  results = train.main(["--config", CONFIG, "--workdir", str(workdir)] + TINY + [
       "--config.total_steps=4", "--config.log_training_steps=2", "--config.ckpt_steps=2",
       "--config.eval_steps=4", "--config.keep_ckpts=1"])
+  return workdir, results
+
+
+def test_run_writes_metrics_config_checkpoints_and_tensorboard(trained):
+  workdir, results = trained
   for task in ("shapes_shape", "shapes_color", "shapes_combo_heldout"):
     assert 0 <= results[f"zeroshot/{task}/top1"] <= 1
-  rows = metrics.read(str(tmp_path))
+  rows = metrics.read(str(workdir))
   assert [r["step"] for r in rows] == [1, 2, 4]
   for key in ("train/loss", "train/t", "train/b", "train/lr", "train/img_per_sec",
               "train/grad_norm", "train/pos_logit", "train/neg_logit", "train/img2txt_acc",
               "train/txt2img_acc"):
     assert np.isfinite(rows[-1][key]), key
   for key in ("zeroshot/shapes_shape/top1", "retrieval/shapes/img2txt_r@1",
-              "retrieval/shapes/txt2img_r@1"):
+              "retrieval/shapes/txt2img_r@1", "fewshot/shapes_shape/2shot"):
     assert key in rows[-1]
-  assert json.load(open(tmp_path / "config.json"))["batch_size"] == 16
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
-  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+  written = json.load(open(workdir / "config.json"))
+  assert written["batch_size"] == 16 and written["optax"]["eps"] == 1e-8  # Resolved: defaults in.
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
 
-  # Standalone evaluation of the final checkpoint (config from the run's config.json) gives
-  # the in-training figures exactly, and its CLIP_benchmark JSONs carry the same numbers.
-  standalone = evaluate.main(["--workdir", str(tmp_path), "--clip_benchmark"])
-  assert standalone == {k: v for k, v in rows[-1].items() if k.startswith(
-      ("zeroshot/", "retrieval/", "fewshot/"))} == results
-  saved = json.load(open(tmp_path / "eval" / "4.json"))
+
+def test_standalone_evaluation_reproduces_the_in_training_metrics(trained):
+  workdir, results = trained
+  in_training = {k: v for k, v in metrics.read(str(workdir))[-1].items()
+                 if k.startswith(("zeroshot/", "retrieval/", "fewshot/"))}
+  standalone = evaluate.main(["--workdir", str(workdir)])
+  assert standalone == in_training == results
+  saved = json.load(open(workdir / "eval" / "4.json"))
   assert saved["step"] == 4 and saved["metrics"] == standalone
-  bench = json.load(open(tmp_path / "eval" / "clip_benchmark" / "4" / "retrieval.json"))
+  with pytest.raises(config_lib.ConfigError, match=r"--evals \['nope'\] not in config.evals"):
+    evaluate.main(["--workdir", str(workdir), "--evals", "nope"])
+
+
+def test_clip_benchmark_json_carries_the_same_numbers(trained):
+  workdir, results = trained
+  evaluate.main(["--workdir", str(workdir), "--clip_benchmark",
+                 "--evals", "retrieval,zeroshot_shape"])
+  bench = json.load(open(workdir / "eval" / "clip_benchmark" / "4" / "retrieval.json"))
   assert bench["task"] == "zeroshot_retrieval" and bench["dataset"] == "shapes"
   assert bench["metrics"]["image_retrieval_recall@5"] == results["retrieval/shapes/txt2img_r@5"]
-  bench = json.load(open(tmp_path / "eval" / "clip_benchmark" / "4" / "zeroshot_shape.json"))
+  bench = json.load(open(workdir / "eval" / "clip_benchmark" / "4" / "zeroshot_shape.json"))
   assert bench["metrics"] == {"acc1": results["zeroshot/shapes_shape/top1"],
                               "acc5": results["zeroshot/shapes_shape/top5"],
                               "mean_per_class_recall":
                                   results["zeroshot/shapes_shape/mean_per_class_recall"]}
-  with pytest.raises(config_lib.ConfigError, match=r"--evals \['nope'\] not in config.evals"):
-    evaluate.main(["--workdir", str(tmp_path), "--evals", "nope"])
 
-  # Plots: curves, eval metrics, and (after exporting embeddings) PCA and similarity pictures.
-  written = plot.main(["--workdir", str(tmp_path)])
+
+def test_plots_and_embedding_export(trained):
+  workdir, _ = trained
+  written = plot.main(["--workdir", str(workdir)])
   names = sorted(os.path.basename(w) for w in written)
   assert names == ["eval_metrics.png", "pca_zeroshot_color.png", "pca_zeroshot_combo.png",
                    "pca_zeroshot_shape.png", "similarity_retrieval.png", "training_curves.png"]
   assert all(os.path.getsize(w) > 10_000 for w in written)
-  exported = tmp_path / "embeddings" / "4"
+  exported = workdir / "embeddings" / "4"
   assert np.load(exported / "retrieval" / "image_embeddings.npy").shape == (24, 16)
   labels = np.load(exported / "zeroshot_shape" / "labels.npy")
   assert labels.shape == (24,) and labels.dtype.kind == "i"
 
-  # The same workdir with a different model: a loud, specific error.
+
+def test_resuming_with_a_different_model_names_each_differing_parameter(trained):
+  workdir, _ = trained
   with pytest.raises(ckpt_lib.CheckpointMismatch,
                      match=r"params/img/MAPHead_0/probe: checkpoint \(1, 1, 32\) vs model "
                            r"\(1, 1, 48\)"):
-    train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+    train.main(["--config", CONFIG, "--workdir", str(workdir)] + TINY + [
         "--config.total_steps=6", "--config.model.image.width=48"])
+  assert json.load(open(workdir / "config.json"))["model"]["image"]["width"] == 32  # Untouched.
 
 
 def _final_params(workdir):
