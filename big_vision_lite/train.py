@@ -147,8 +147,9 @@ def model_flops_per_step(config, mesh, abstract_batch) -> float:
   chunked loss's ring, is undercounted)."""
   plain = config.copy_and_resolve_references()
   for tower in ("image", "text"):
-    plain.model[tower].scan = False
-    plain.model[tower].remat_policy = "none"
+    for key, value in (("scan", False), ("remat_policy", "none")):
+      if key in plain.model[tower]:  # Not every tower has them (the ResNet has neither).
+        plain.model[tower][key] = value
   plain.loss = "sigmoid" if "sigmoid" in plain.loss else "softmax"
   plain.grad_accum_steps = 1
   example = {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in abstract_batch.items()}
