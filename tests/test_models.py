@@ -129,6 +129,13 @@ def test_scan_and_remat_compute_the_same_function_and_gradients():
                  grad, ref_grad)
 
 
+def _random(module, *inputs):
+  """Random values of the right shapes (model.init's compilation would dominate these tests)."""
+  shapes = jax.eval_shape(module.init, jax.random.key(0), *inputs)["params"]
+  rng = np.random.default_rng(0)  # numpy: jax.random would compile a sampler per shape.
+  return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+
+
 # --- CLIP options: each one on and off.
 
 def _ln(x, eps):
@@ -158,7 +165,7 @@ def test_layernorm_epsilon_option_reaches_every_layernorm():
     y = enc.apply(enc.init(jax.random.key(1), x), x)
     np.testing.assert_allclose(y, _ln(x, eps), rtol=1e-4, atol=1e-5)
   model = vit.ViT(variant="mu/8", pool_type="tok", ln_pre=True, ln_eps=1e-5)
-  bound = model.bind(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
+  bound = model.bind({"params": _random(model, jnp.zeros((1, 16, 16, 3)))})
   bound(jnp.zeros((1, 16, 16, 3)))
   assert {m.epsilon for m in _submodules(bound) if isinstance(m, nn.LayerNorm)} == {1e-5}
 
@@ -173,7 +180,7 @@ def _submodules(module):
 
 def _vit_names(**kw):
   model = vit.ViT(variant="mu/8", num_classes=6, **kw)
-  params = model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)))["params"]
+  params = _random(model, jnp.zeros((2, 32, 32, 3)))
   out, aux = model.apply({"params": params}, jnp.ones((2, 32, 32, 3)))
   assert out.shape == (2, 6)
   return {n: x.shape for n, x in pytree.named_leaves(params)}, aux
@@ -198,10 +205,11 @@ def test_vit_clip_options_change_exactly_their_parameters():
 def test_posemb_cls_adds_the_class_position_before_the_encoder():
   model = vit.ViT(variant="mu/8", pool_type="tok", posemb_cls=True, ln_pre=True)
   x = jax.random.normal(jax.random.key(0), (1, 16, 16, 3))
-  params = model.init(jax.random.key(1), x)["params"]
+  params = _random(model, x)
   # Shifting the class token by d and its position by -d leaves the model's function unchanged,
   # which holds only if both are summed before anything else touches the class token.
   d = jax.random.normal(jax.random.key(2), (1, 1, 32))
+  params = jax.tree.map(jnp.asarray, params)
   moved = dict(params, cls=params["cls"] + d,
                pos_embedding=params["pos_embedding"].at[:, :1].add(-d))
   np.testing.assert_allclose(model.apply({"params": moved}, x)[0],
@@ -213,7 +221,7 @@ def test_causal_text_tower_ignores_later_tokens(causal):
   model = TextTransformer(vocab_size=20, variant="mu", causal=causal, pool_type="first")
   a = jnp.array([[3, 4, 5, 6, 7]], jnp.int32)
   b = a.at[0, 3:].set(9)  # Same first three tokens.
-  params = model.init(jax.random.key(0), a)
+  params = {"params": _random(model, a)}
   ea = model.apply(params, a)[1]["encoded"]
   eb = model.apply(params, b)[1]["encoded"]
   same = np.allclose(ea[0, :3], eb[0, :3], atol=1e-6)
@@ -224,7 +232,7 @@ def test_argmax_pooling_takes_the_largest_token_id_position():
   model = TextTransformer(vocab_size=50, variant="mu", pool_type="argmax", causal=True,
                           head_bias=False, num_classes=8)
   text = jnp.array([[49, 1, 0, 0], [3, 4, 49, 0], [2, 3, 4, 49]], jnp.int32)
-  params = model.init(jax.random.key(0), text)
+  params = {"params": _random(model, text)}
   assert "bias" not in params["params"]["head"]
   _, aux = model.apply(params, text)
   np.testing.assert_array_equal(aux["pre_logits"], aux["encoded"][np.arange(3), [0, 2, 3]])
@@ -241,19 +249,30 @@ def test_resnet_variants_parameter_counts_match_clip(variant, size, count):
   assert n == count
 
 
-def test_resnet_tiny_shapes_and_identity_blocks_at_init():
+def test_resnet_blocks_start_as_the_identity():
+  # Each block's last batch-norm scale starts at zero (the others at one), so a block without
+  # downsampling computes relu(x) at initialisation and the tower trains without batch stats.
+  x = jnp.ones((1, 2, 2, 3))
+  for zero_init, scale in ((True, 0), (False, 1)):
+    bn = resnet.FrozenBatchNorm(zero_init=zero_init).init(jax.random.key(0), x)["params"]
+    np.testing.assert_array_equal(bn["scale"], np.full(3, scale))
+    np.testing.assert_array_equal(bn["bias"], np.zeros(3))
+  block = resnet.Bottleneck(planes=8)
+  h = jax.random.normal(jax.random.key(2), (1, 4, 4, 32))
+  params = _random(block, h)
+  params["bn3"] = {"scale": jnp.zeros(32), "bias": jnp.zeros(32)}
+  np.testing.assert_array_equal(block.apply({"params": params}, h), jax.nn.relu(h))
+
+
+def test_resnet_tiny_shapes():
   model = resnet.ResNet(layers=(1, 2, 1, 1), width=8, num_heads=2, num_classes=16, image_size=64)
   x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
-  params = model.init(jax.random.key(1), x)["params"]
-  out, aux = model.apply({"params": params}, x)
+  params = _random(model, x)
+  out, aux = jax.jit(model.apply)({"params": params}, x)
   assert out.shape == (2, 16) and aux["encoded"].shape == (2, 4, 256)  # 64 / 32 = 2x2 tokens
   names = {n for n, _ in pytree.named_leaves(params)}
   assert "layer2_0/downsample_conv/kernel" in names and "layer2_1/downsample_conv/kernel" not in names
   assert "layer1_0/downsample_conv/kernel" in names  # 16 -> 32 channels at stride 1
-  # Each block's last scale starts at zero: a block without downsampling is relu(x) at init.
-  block = resnet.Bottleneck(planes=8)
-  h = jax.random.normal(jax.random.key(2), (1, 4, 4, 32))
-  np.testing.assert_array_equal(block.apply(block.init(jax.random.key(3), h), h), jax.nn.relu(h))
   with pytest.raises(ValueError, match="ResNet built for 64x64 images got 32x32"):
     model.apply({"params": params}, x[:, :32, :32])
 
@@ -263,14 +282,15 @@ def test_resnet_strided_blocks_average_pool_before_the_1x1_convolutions():
   # relu(avgpool(relu(x)) + avgpool(x)) for x >= 0: both branches are anti-aliased poolings.
   block = resnet.Bottleneck(planes=4, stride=2)
   x = jnp.abs(jax.random.normal(jax.random.key(0), (1, 4, 4, 16)))
-  params = jax.tree.map(np.asarray, block.init(jax.random.key(1), x)["params"])
+  params = jax.tree.map(np.asarray, _random(block, x))
+  for bn in ("bn1", "bn2", "bn3", "downsample_bn"):
+    params[bn] = {"scale": np.ones_like(params[bn]["scale"]), "bias": np.zeros_like(params[bn]["bias"])}
   eye = lambda i, o: np.eye(i, o, dtype=np.float32)[None, None]
   params["conv1"]["kernel"] = eye(16, 4)
   params["conv2"]["kernel"] = np.zeros((3, 3, 4, 4), np.float32)
   params["conv2"]["kernel"][1, 1] = np.eye(4)
   params["conv3"]["kernel"] = eye(4, 16)
   params["downsample_conv"]["kernel"] = eye(16, 16)
-  params["bn3"]["scale"] = np.ones(16, np.float32)
   y = block.apply({"params": params}, x)
   pooled = x.reshape(1, 2, 2, 2, 2, 16).mean(axis=(2, 4))
   expected = np.concatenate([2 * pooled[..., :4], pooled[..., 4:]], axis=-1)
@@ -281,10 +301,10 @@ def test_two_towers_picks_the_image_tower_by_type():
   model = TwoTowers(image=dict(type="resnet", layers=(1, 1, 1, 1), width=8, num_heads=2),
                     text=dict(variant="mu", vocab_size=30), out_dim=12)
   img, txt = jnp.ones((2, 64, 64, 3)), jnp.ones((2, 5), jnp.int32)
-  params = model.init(jax.random.key(0), img, txt)
-  zimg, ztxt, _ = model.apply(params, img, txt)
+  params = _random(model, img, txt)
+  zimg, ztxt, _ = jax.jit(model.apply)({"params": params}, img, txt)
   assert zimg.shape == ztxt.shape == (2, 12)
-  assert "attnpool" in params["params"]["img"]
+  assert "attnpool" in params["img"]
   with pytest.raises(ValueError, match="unknown model.image type 'convnext'.*'resnet'"):
     TwoTowers(image=dict(type="convnext"), text=dict(variant="mu", vocab_size=30)).init(
         jax.random.key(0), img, txt)

@@ -183,4 +183,4 @@ def from_ours(flat: dict[str, np.ndarray], model_config: dict[str, Any]) -> dict
     state.update(zip(entry.torch_keys, converted))
     if entry.transform == "bn":  # torch's strict load_state_dict expects the counter.
       state[entry.torch_keys[0].rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
-  return {k: np.ascontiguousarray(v) for k, v in state.items()}
+  return {k: np.array(v, order="C") for k, v in state.items()}
