@@ -126,7 +126,8 @@ def choice(inkey: str = "captions", outkey: str | None = None) -> Op:
 
 def tokenize(max_len: int, inkey: str = "text", outkey: str = "labels",
              model: str = tok_lib.SHAPES_MODEL) -> Op:
-  """Text -> int32 [max_len] ids with the sentencepiece `model` (lower-cased, EOS, 0-padded)."""
+  """Text -> int32 [max_len] ids, 0-padded, with the tokenizer `model` names: a sentencepiece
+  .model (lower-cased, EOS), 'clip' or a CLIP vocabulary (start/end of text); see tokenizer.get."""
   tok = tok_lib.get(model)
 
   def op(example, rng):

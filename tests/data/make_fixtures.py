@@ -1,0 +1,315 @@
+"""Writes the interop fixtures in tests/data/ by running the reference implementations.
+
+Each sub-command runs in its own throwaway environment with the reference code importable
+(tests/data/README.md gives the exact setup and package versions):
+
+  python tests/data/make_fixtures.py bigvision   # big_vision on PYTHONPATH (+ a tensorflow stub)
+  python tests/data/make_fixtures.py openclip    # open-clip-torch and torch installed
+
+Neither the tests nor the package import this script or the reference code: the fixtures are
+the reference outputs, committed. Every parameter of every model is perturbed with noise after
+init (LayerNorm scales and biases, all biases, position embeddings, t and b), so a loader that
+drops or misplaces any parameter changes the outputs.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NOISE = 0.1  # std of the Gaussian noise added to every parameter after init
+BATCH = 4
+
+# big_vision: proj.image_text.two_towers with a ViT image tower (MAP head, learned posemb) and
+# its text transformer ("last" pooling). Explicit sizes keep it tiny.
+BV_VOCAB, BV_MAX_LEN = 128, 8
+BV_MODEL = dict(
+    image_model="vit",
+    text_model="proj.image_text.text_transformer",
+    image=dict(patch_size=(8, 8), width=32, depth=2, mlp_dim=64, num_heads=2,
+               pool_type="map", posemb="learn"),
+    text=dict(vocab_size=BV_VOCAB, width=32, depth=2, mlp_dim=64, num_heads=2),
+    out_dim=24,
+    temperature_init=10.0,
+    bias_init=-10.0,
+)
+BV_IMAGE_SIZE, BV_RESAMPLED_SIZE = 32, 48
+
+
+def _images(rng: np.random.Generator, size: int) -> np.ndarray:
+  """Smooth-ish random images in [-1, 1] so that every patch differs: float32 [B, size, size, 3]."""
+  x = rng.uniform(-1, 1, (BATCH, size, size, 3))
+  ramp = np.linspace(-1, 1, size)
+  x = 0.6 * x + 0.4 * ramp[None, :, None, None] * ramp[None, None, :, None]
+  return np.clip(x, -1, 1).astype(np.float32)
+
+
+def _bv_texts(rng: np.random.Generator) -> np.ndarray:
+  """Token ids as big_vision's SigLIP tokenization gives them: some rows full, some 0-padded."""
+  ids = rng.integers(2, BV_VOCAB, (BATCH, BV_MAX_LEN)).astype(np.int32)
+  for row, length in enumerate([BV_MAX_LEN, 5, 3, BV_MAX_LEN - 1]):
+    ids[row, length:] = 0
+  return ids
+
+
+def _check_sensitive(run, params: dict, init: dict, exempt=lambda name: False) -> None:
+  """Asserts that putting back any one parameter's unperturbed init value changes the outputs.
+
+  `params` and `init` map flat names to arrays; `run(flat params) -> dict of arrays`. `exempt`
+  names the parameters that cannot matter (an attention key bias adds the same amount to every
+  logit of a query, so softmax cancels it).
+  """
+  ref = run(params)
+  smallest = (np.inf, "")
+  for name in params:
+    if exempt(name) or np.issubdtype(params[name].dtype, np.integer):
+      continue
+    changed = run({**params, name: init[name]})
+    diff = max(float(np.max(np.abs(changed[k] - ref[k]))) for k in ref)
+    # Far above float32 round-off, so a comparison at atol 1e-5 catches any one of them.
+    assert diff > 1e-4, f"outputs do not depend on {name} (max change {diff:.2e})"
+    smallest = min(smallest, (diff, name))
+  print(f"  every parameter matters; the smallest change, {smallest[0]:.1e}, is from {smallest[1]}")
+
+
+def _bigvision() -> None:
+  """Fixtures 1-3: two_towers SigLIP checkpoints (.npz), scanned layout, posemb resampling."""
+  import jax
+  import ml_collections
+  from big_vision import utils
+  from big_vision.models import vit
+  from big_vision.models.proj.image_text import two_towers
+
+  def perturb(params, seed):
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return treedef.unflatten([np.asarray(x + NOISE * jax.random.normal(k, x.shape, x.dtype))
+                              for x, k in zip(leaves, keys)])
+
+  def save_npz(path, tree):
+    # How big_vision writes .npz checkpoints: flat '/'-joined names of the pytree's leaves.
+    names_and_vals, _ = utils.tree_flatten_with_names(tree)
+    np.savez(path, **{k: np.asarray(v) for k, v in names_and_vals})
+    print(f"wrote {path}: {len(names_and_vals)} arrays, {os.path.getsize(path)} bytes")
+
+  def run(model, params, images, texts):
+    zimg, ztxt, out = model.apply({"params": params}, images, texts)
+    return dict(img_emb=np.asarray(zimg), txt_emb=np.asarray(ztxt), t=np.asarray(out["t"]),
+                t_param=np.asarray(out["t/parameter"]), b=np.asarray(out["b"]))
+
+  def save_io(path, cfg, images, texts, outputs, **extra):
+    np.savez(path, config=np.array(json.dumps(cfg, sort_keys=True)), images=images,
+             texts=texts, **outputs, **extra)
+    print(f"wrote {path}: {os.path.getsize(path)} bytes")
+
+  rng = np.random.default_rng(0)
+  images = _images(rng, BV_IMAGE_SIZE)
+  texts = _bv_texts(rng)
+  images_hi = _images(rng, BV_RESAMPLED_SIZE)
+
+  # 1. Unscanned towers; the same parameters saved with and without the 'params/' prefix.
+  cfg = json.loads(json.dumps(BV_MODEL))  # tuples -> lists, as the JSON in the fixture holds
+  model = two_towers.Model(**BV_MODEL)
+  init = jax.tree.map(np.asarray, model.init(jax.random.PRNGKey(1), images, texts)["params"])
+  params = perturb(init, seed=2)
+  outputs = run(model, params, images, texts)
+  flat = lambda tree: dict(utils.tree_flatten_with_names(tree)[0])
+  _check_sensitive(lambda p: run(model, utils.recover_tree(*zip(*p.items())), images, texts),
+                   flat(params), flat(init), exempt=lambda name: name.endswith("key/bias"))
+  ckpt = os.path.join(HERE, "bv_siglip.npz")
+  save_npz(ckpt, {"params": params})
+  save_npz(os.path.join(HERE, "bv_siglip_bare.npz"), params)
+  save_io(os.path.join(HERE, "bv_siglip_io.npz"), cfg, images, texts, outputs)
+
+  # big_vision's own loader must give back exactly what was saved, in both files.
+  for name in ("bv_siglip.npz", "bv_siglip_bare.npz"):
+    loaded = utils.load_params(os.path.join(HERE, name))
+    assert jax.tree.all(jax.tree.map(np.array_equal, loaded, params)), name
+
+  # 2. Scanned towers (stacked 'encoderblock' params), independently initialised.
+  scan_model_cfg = {**BV_MODEL, "image": {**BV_MODEL["image"], "scan": True},
+                    "text": {**BV_MODEL["text"], "scan": True}}
+  scan_cfg = json.loads(json.dumps(scan_model_cfg))
+  scan_model = two_towers.Model(**scan_model_cfg)
+  scan_params = scan_model.init(jax.random.PRNGKey(3), images, texts)["params"]
+  scan_params = perturb(jax.tree.map(np.asarray, scan_params), seed=4)
+  assert scan_params["img"]["Transformer"]["encoderblock"]["LayerNorm_0"]["scale"].shape == (2, 32)
+  scan_outputs = run(scan_model, scan_params, images, texts)
+  save_npz(os.path.join(HERE, "bv_siglip_scan.npz"), {"params": scan_params})
+  save_io(os.path.join(HERE, "bv_siglip_scan_io.npz"), scan_cfg, images, texts, scan_outputs)
+
+  # Cross-check: big_vision's scan_to_pyloop + the unscanned model give the same outputs.
+  unstacked = dict(scan_params)
+  unstacked["img"] = vit.scan_to_pyloop(scan_params["img"])
+  unstacked["txt"] = {**scan_params["txt"], **vit.scan_to_pyloop(
+      {"Transformer": scan_params["txt"]["Encoder_0"]})}
+  unstacked["txt"]["Encoder_0"] = unstacked["txt"].pop("Transformer")
+  check = run(model, unstacked, images, texts)
+  for k in scan_outputs:
+    np.testing.assert_allclose(check[k], scan_outputs[k], rtol=1e-5, atol=1e-6)
+
+  # 3. The fixture-1 checkpoint loaded at 48 px through big_vision's own load path, which
+  # resamples the 4x4 position-embedding grid to 6x6 (scipy.ndimage.zoom, order 1).
+  # The model takes its grid from the images; init at 48 px gives the target posemb shape.
+  init_hi = model.init(jax.random.PRNGKey(5), images_hi, texts)["params"]
+  loaded = two_towers.load(jax.tree.map(np.asarray, init_hi), ckpt,
+                           ml_collections.ConfigDict(BV_MODEL))
+  assert loaded["img"]["pos_embedding"].shape == (1, 36, 32)
+  hi_outputs = run(model, loaded, images_hi, texts)
+  save_io(os.path.join(HERE, "bv_siglip_resample_io.npz"), cfg, images_hi, texts, hi_outputs,
+          pos_embedding=np.asarray(loaded["img"]["pos_embedding"]),
+          image_size=np.array(BV_RESAMPLED_SIZE))
+  print("img_emb[0, :4]", outputs["img_emb"][0, :4], "t", outputs["t"], "b", outputs["b"])
+
+
+# open_clip: OpenAI-style CLIP (QuickGELU, ln_pre, class token, causal text mask, argmax/EOT
+# pooling) with a small vocabulary: the synthetic token ids use vocab-2 as start and vocab-1 as
+# end of text, so that argmax pooling finds the end token as with the real 49,408 vocabulary.
+OC_EMBED_DIM, OC_VOCAB, OC_CONTEXT = 24, 512, 77
+OC_TEXT = dict(context_length=OC_CONTEXT, vocab_size=OC_VOCAB, width=32, heads=2, layers=2)
+OC_VIT = dict(image_size=32, patch_size=8, width=32, layers=2, head_width=16)
+# Modified ResNet: 3-conv stem, anti-aliased strides, attention pooling over width*32 channels;
+# heads = width * 32 // head_width = 4.
+OC_RESNET = dict(image_size=64, layers=(1, 1, 1, 1), width=8, head_width=64)
+OC_MODELS = {
+    # name: (vision_cfg, extra CLIP kwargs, seed)
+    "oc_vit": (OC_VIT, {}, 10),
+    "oc_vit_bias": (OC_VIT, dict(init_logit_scale=float(np.log(10.0)), init_logit_bias=-10.0), 20),
+    "oc_resnet": (OC_RESNET, {}, 30),
+}
+
+
+def _oc_texts(rng: np.random.Generator) -> np.ndarray:
+  """[start, words..., end, 0...] rows of varied length, one filling the whole context."""
+  sot, eot = OC_VOCAB - 2, OC_VOCAB - 1
+  ids = np.zeros((BATCH, OC_CONTEXT), np.int64)
+  for row, n in enumerate([5, 12, 1, OC_CONTEXT - 2]):
+    ids[row, :n + 2] = [sot, *rng.integers(1, sot, n), eot]
+  return ids
+
+
+def _openclip() -> None:
+  """Fixtures 4-6: open_clip ViT and ModifiedResNet CLIP (.safetensors), CLIP BPE token ids."""
+  import open_clip
+  import safetensors.torch
+  import torch
+
+  torch.use_deterministic_algorithms(True)
+
+  def perturb(model: torch.nn.Module, gen: torch.Generator) -> dict:
+    # BatchNorm scales are drawn from U(0.5, 1.5): open_clip zero-inits the last one of each
+    # bottleneck, and small noise around 0 would leave the residual branches nearly silent.
+    bn_scales = {f"{n}.weight" for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.BatchNorm2d)}
+    out = {}
+    for name, x in model.state_dict().items():
+      if not x.is_floating_point():  # BatchNorm's num_batches_tracked
+        out[name] = x.clone()
+      elif name in bn_scales:
+        out[name] = torch.empty_like(x).uniform_(0.5, 1.5, generator=gen)
+      elif name.endswith("running_var"):  # must stay positive
+        out[name] = x * torch.empty_like(x).uniform_(0.5, 1.5, generator=gen)
+      else:
+        out[name] = x + NOISE * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    return out
+
+  for name, (vision_cfg, extra, seed) in OC_MODELS.items():
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(OC_EMBED_DIM, dict(vision_cfg), dict(OC_TEXT), quick_gelu=True, **extra)
+    model.eval()  # BatchNorm uses its running statistics
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = perturb(model, torch.Generator().manual_seed(seed + 1))
+    rng = np.random.default_rng(seed)
+    images = _images(rng, vision_cfg["image_size"])  # NHWC; open_clip takes NCHW
+    texts = _oc_texts(rng)
+
+    @torch.no_grad()
+    def run(flat: dict) -> dict:
+      model.load_state_dict({k: torch.as_tensor(v) for k, v in flat.items()}, strict=True)
+      out = dict(
+          img_emb=model.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2),
+                                     normalize=True).numpy(),
+          txt_emb=model.encode_text(torch.from_numpy(texts), normalize=True).numpy(),
+          logit_scale=model.logit_scale.detach().numpy().copy())
+      if model.logit_bias is not None:
+        out["logit_bias"] = model.logit_bias.detach().numpy().copy()
+      return out
+
+    as_np = lambda d: {k: v.numpy() for k, v in d.items()}
+    _check_sensitive(run, as_np(state), as_np(init),
+                     exempt=lambda k: k.endswith("k_proj.bias"))  # ResNet attention pool
+    outputs = run(as_np(state))
+    path = os.path.join(HERE, f"{name}.safetensors")
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
+    print(f"wrote {path}: {len(state)} tensors, {os.path.getsize(path)} bytes")
+    cfg = dict(embed_dim=OC_EMBED_DIM, vision_cfg=vision_cfg, text_cfg=OC_TEXT, quick_gelu=True,
+               **extra)
+    io_path = os.path.join(HERE, f"{name}_io.npz")
+    np.savez(io_path, config=np.array(json.dumps(cfg, sort_keys=True)), images=images,
+             texts=texts.astype(np.int32), **outputs)
+    print(f"wrote {io_path}: {os.path.getsize(io_path)} bytes")
+
+  tokenizer = open_clip.get_tokenizer("ViT-B-32")
+  ids = tokenizer(TOKENIZER_TEXTS).numpy()
+  assert ids.shape == (len(TOKENIZER_TEXTS), OC_CONTEXT)
+  path = os.path.join(HERE, "clip_tokens.json")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write('{"tokenizer": "open_clip.get_tokenizer(\'ViT-B-32\')", "context_length": 77,\n')
+    f.write(' "cases": [\n')
+    rows = [json.dumps({"text": t, "ids": [int(i) for i in row]}, ensure_ascii=False)
+            for t, row in zip(TOKENIZER_TEXTS, ids)]
+    f.write(",\n".join(f"  {r}" for r in rows) + "\n ]}\n")
+  print(f"wrote {path}: {len(rows)} strings")
+
+
+# Varied strings for CLIP's tokenizer: what its cleaning (ftfy, HTML unescaping, whitespace,
+# lower case), its pre-tokenization regex and its byte-level BPE each have to get right.
+TOKENIZER_TEXTS = [
+    "a photo of a cat",
+    "A Photo Of A DOG",
+    "a diagram of the water cycle.",
+    "Hello, world! How are you?",
+    "2 dogs and 13 cats in 2024",
+    "3.14159 is pi; 1,000,000 is a million",
+    "don't stop, it's fine, we're here, I'm sure, you'll see, they've gone, he'd know",
+    "DON'T SHOUT, IT'S LOUD",
+    "rock &amp; roll &lt;3 &quot;quoted&quot; &#39;single&#39;",
+    "fish &amp;amp; chips",
+    "<b>Bold</b> &amp;amp; <i>italic</i> &lt;tags&gt;",  # ftfy leaves entities beside tags
+    "   leading and trailing spaces   ",
+    "tabs\tand\nnew\r\nlines   and   runs",
+    "café crème brûlée à la carte",
+    "naïve façade, São Paulo, Zürich, Ærøskøbing",
+    "Ελληνικά κείμενα",
+    "Москва — столица России",
+    "東京タワーの写真",
+    "猫が好きです",
+    "한국어 문장",
+    "مرحبا بالعالم",
+    "emoji 😀🎉👍🏽 and flags 🇫🇷",
+    "snake_case-and-kebab-case/with/slashes",
+    "https://example.com/path?query=1&x=2",
+    "e-mail: someone@example.org #hashtag @mention",
+    "\u201csmart quotes\u201d and \u2018single\u2019 \u2026 ellipsis",
+    "ﬁne ligatures and ｆｕｌｌｗｉｄｔｈ",
+    "mojibake: the cat doesnâ€™t care",
+    "",
+    "a",
+    "!!!???...",
+    "wow !→ a <end_of_text> in the middle",  # token 0 is '!'; the special token in text
+    " ".join(["a long caption that keeps going"] * 20),
+]
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("reference", choices=["bigvision", "openclip"])
+  args = parser.parse_args(argv)
+  {"bigvision": _bigvision, "openclip": _openclip}[args.reference]()
+
+
+if __name__ == "__main__":
+  sys.exit(main())
