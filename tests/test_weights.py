@@ -1,7 +1,9 @@
 """weights.py: formats, layout conversions, export round trips, errors, and the export tool."""
 
 import builtins
+import json
 import os
+import re
 
 import jax
 import ml_dtypes
@@ -341,3 +343,119 @@ def test_export_tool_writes_a_trained_runs_parameters(tmp_path):
     out = export_tool.main(["--workdir", str(tmp_path), "--step", "3", "--format", fmt,
                             "--output", str(tmp_path / f"run.{fmt}")])
     _assert_identical(trained, weights.load_params(out, model_config))
+
+
+# --- Parity with the reference code: fixtures made by big_vision and open_clip (tests/data/).
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _fixture(name):
+  with np.load(os.path.join(DATA, name)) as z:
+    io = dict(z)
+  io["config"] = json.loads(str(io["config"]))
+  return io
+
+
+def _big_vision_config(ref, image_size=32):
+  """Our TwoTowers config for a big_vision two_towers config (explicit sizes, no variants)."""
+  image = {k: v for k, v in ref["image"].items()}
+  text = {k: v for k, v in ref["text"].items()}
+  return dict(image=dict(image, image_size=image_size), text=dict(text, max_len=8),
+              out_dim=ref["out_dim"], temperature_init=ref["temperature_init"],
+              bias_init=ref["bias_init"])
+
+
+def _open_clip_config(ref, bias: bool):
+  """Our TwoTowers config for `open_clip.CLIP(embed_dim, vision_cfg, text_cfg, quick_gelu=True)`."""
+  vision, text = ref["vision_cfg"], ref["text_cfg"]
+  clip = dict(act="quick_gelu", ln_eps=1e-5)
+  if isinstance(vision["layers"], list):
+    image = dict(type="resnet", layers=tuple(vision["layers"]), width=vision["width"],
+                 num_heads=vision["width"] * 32 // vision["head_width"])
+  else:
+    image = dict(width=vision["width"], depth=vision["layers"], mlp_dim=4 * vision["width"],
+                 num_heads=vision["width"] // vision["head_width"],
+                 patch_size=(vision["patch_size"],) * 2, pool_type="tok", posemb_cls=True,
+                 ln_pre=True, patch_bias=False, head_bias=False, **clip)
+  return dict(
+      image=dict(image, image_size=vision["image_size"]),
+      text=dict(width=text["width"], depth=text["layers"], mlp_dim=4 * text["width"],
+                num_heads=text["heads"], vocab_size=text["vocab_size"],
+                max_len=text["context_length"], causal=True, pool_type="argmax",
+                head_bias=False, **clip),
+      out_dim=ref["embed_dim"], temperature_init=10., bias_init=-10. if bias else None)
+
+
+def _assert_outputs(config, params, io):
+  zimg, ztxt, out = jax.jit(TwoTowers(**config).apply)({"params": params}, io["images"],
+                                                        io["texts"])
+  np.testing.assert_allclose(zimg, io["img_emb"], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(ztxt, io["txt_emb"], atol=1e-5, rtol=0)
+  return out
+
+
+@pytest.mark.parametrize("ckpt", ["bv_siglip.npz", "bv_siglip_bare.npz"])
+@pytest.mark.parametrize("scan", [False, True])
+def test_big_vision_checkpoint_gives_big_vision_outputs(ckpt, scan):
+  io = _fixture("bv_siglip_io.npz")
+  config = _big_vision_config(io["config"])
+  for tower in ("image", "text"):
+    config[tower]["scan"] = scan
+  out = _assert_outputs(config, weights.load_params(os.path.join(DATA, ckpt), config), io)
+  np.testing.assert_allclose(out["t"], io["t"][0], rtol=1e-6)
+  np.testing.assert_allclose(out["b"], io["b"][0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_big_vision_scanned_checkpoint_gives_big_vision_outputs(scan):
+  io = _fixture("bv_siglip_scan_io.npz")
+  config = _big_vision_config(io["config"])
+  for tower in ("image", "text"):
+    config[tower]["scan"] = scan
+  out = _assert_outputs(config, weights.load_params(os.path.join(DATA, "bv_siglip_scan.npz"),
+                                                    config), io)
+  np.testing.assert_allclose(out["t"], io["t"][0], rtol=1e-6)
+
+
+def test_big_vision_checkpoint_at_a_new_resolution_as_big_vision_resamples_it():
+  io = _fixture("bv_siglip_resample_io.npz")
+  config = _big_vision_config(io["config"], image_size=int(io["image_size"]))
+  params = weights.load_params(os.path.join(DATA, "bv_siglip.npz"), config)
+  np.testing.assert_allclose(params["img"]["pos_embedding"], io["pos_embedding"], atol=1e-7)
+  _assert_outputs(config, params, io)
+
+
+def test_npz_export_of_a_big_vision_checkpoint_reproduces_it():
+  io = _fixture("bv_siglip_io.npz")
+  config = _big_vision_config(io["config"])
+  bare = os.path.join(DATA, "bv_siglip_bare.npz")
+  out = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"bv_{os.getpid()}.npz")
+  weights.export(weights.load_params(bare, config), config, out, "npz")
+  with np.load(bare) as a, np.load(out) as b:
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  os.remove(out)
+
+
+@pytest.mark.parametrize("name,bias", [("oc_vit", False), ("oc_vit_bias", True),
+                                       ("oc_resnet", False)])
+def test_open_clip_state_dict_gives_open_clip_outputs(tmp_path, name, bias):
+  from safetensors.numpy import load_file
+  io = _fixture(f"{name}_io.npz")
+  config = _open_clip_config(io["config"], bias)
+  path = os.path.join(DATA, f"{name}.safetensors")
+  params = weights.load_params(path, config)
+  out = _assert_outputs(config, params, io)
+  np.testing.assert_allclose(out["t"], np.exp(io["logit_scale"]), rtol=1e-6)
+  if bias:
+    np.testing.assert_allclose(out["b"], io["logit_bias"], rtol=1e-6)
+  # Exported back, it is open_clip's state dict again (batch norm with its statistics folded:
+  # mean 0 and var 1 - eps, the same function).
+  weights.export(params, config, str(tmp_path / "back.safetensors"), "safetensors")
+  ref, back = load_file(path), load_file(str(tmp_path / "back.safetensors"))
+  assert sorted(ref) == sorted(back)
+  for k in ref:
+    if not re.search(r"(bn\d|downsample\.1)\.", k):
+      np.testing.assert_array_equal(ref[k], back[k], err_msg=k)
