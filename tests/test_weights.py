@@ -255,12 +255,19 @@ def test_vocabulary_mismatch_names_both_sizes_and_the_tokenizer(tmp_path):
   weights.export(_random_params(SIGLIP), SIGLIP, str(tmp_path / "m.npz"), "npz")
   bigger = dict(SIGLIP, text=dict(SIGLIP["text"], vocab_size=256))
   with pytest.raises(weights.WeightsError, match=r"vocabulary mismatch: checkpoint .* embeds 64 "
-                     r"tokens, model.text.vocab_size is 256 \(tokenizer .*shapes_sp.model has 256 "
+                     r"tokens, model.text.vocab_size is 256 \(tokenizer .*shapes_sp.model' has 256 "
                      r"tokens\)"):
     weights.load_params(str(tmp_path / "m.npz"), bigger, tokenizer=tok_lib.SHAPES_MODEL)
   # The model matches the checkpoint, but the tokenizer emits ids past its table.
   with pytest.raises(weights.WeightsError, match="embeds 64 tokens, model.text.vocab_size is 64"):
     weights.load_params(str(tmp_path / "m.npz"), SIGLIP, tokenizer=tok_lib.SHAPES_MODEL)
+  with pytest.raises(weights.WeightsError, match=r"embeds 64 tokens, model.text.vocab_size is 64 "
+                     r"\(tokenizer 'clip' has 49408 tokens\)"):
+    weights.load_params(str(tmp_path / "m.npz"), SIGLIP, tokenizer="clip")
+  # A checkpoint with the tokenizer's table loads.
+  weights.export(_random_params(bigger), bigger, str(tmp_path / "256.npz"), "npz")
+  weights.load_params(str(tmp_path / "256.npz"), bigger,
+                      tokenizer=tok_lib.get(tok_lib.SHAPES_MODEL))
 
 
 def test_safetensors_export_refuses_architectures_open_clip_lacks(tmp_path):

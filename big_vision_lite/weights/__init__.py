@@ -218,11 +218,12 @@ def _check_vocab(flat, want, keep, tokenizer, path: str) -> None:
     return
   stored, model = flat[name].shape[0], want[name][0]
   tok = None
-  if tokenizer is not None:
-    if isinstance(tokenizer, str):
-      from big_vision_lite.data import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
-      tokenizer = tok_lib.get(tokenizer)
-    tok = (getattr(tokenizer, "model", None) or type(tokenizer).__name__, tokenizer.vocab_size)
+  if isinstance(tokenizer, str):
+    from big_vision_lite.data import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
+    tok = (repr(tokenizer), tok_lib.get(tokenizer).vocab_size)
+  elif tokenizer is not None:
+    name = getattr(tokenizer, "model", None) or getattr(tokenizer, "vocab", None)
+    tok = (name or type(tokenizer).__name__, tokenizer.vocab_size)
   if stored != model or (tok and tok[1] > stored):
     using = f"tokenizer {tok[0]} has {tok[1]} tokens" if tok else "no tokenizer given"
     raise WeightsError(
