@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 Dtype = Any
 
+
 def quick_gelu(x: jax.Array) -> jax.Array:
   """OpenAI CLIP's GELU approximation x * sigmoid(1.702 x)."""
   return x * jax.nn.sigmoid(1.702 * x)

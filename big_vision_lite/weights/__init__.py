@@ -202,14 +202,19 @@ def _check(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]], keep: 
         "Set the model config to the checkpoint's architecture (variant, pool_type, scan, "
         "bias_init, ...)")
     raise WeightsError(f"checkpoint {path} does not fit the model ({len(missing)} missing, "
-                       f"{len(unexpected)} unexpected parameters):\n" + "\n".join(lines) +
-                       f"\n{hint}, or list parameters to initialise afresh in dont_load.")
+                       f"{len(unexpected)} unexpected parameters):\n{_first(lines)}\n{hint}, "
+                       "or list parameters to initialise afresh in dont_load.")
   wrong = [f"  {n}: checkpoint {flat[n].shape} vs model {want[n]}" for n in sorted(flat)
            if n not in keep and tuple(flat[n].shape) != want[n]]
   if wrong:
     raise WeightsError(f"checkpoint {path}: {len(wrong)} parameter shapes differ from the "
-                       "model's:\n" + "\n".join(wrong) + "\nSet the model config to the "
-                       "checkpoint's sizes, or list these parameters in dont_load.")
+                       f"model's:\n{_first(wrong)}\nSet the model config to the checkpoint's "
+                       "sizes, or list these parameters in dont_load.")
+
+
+def _first(lines: list[str], count: int = 40) -> str:
+  more = [f"  ... and {len(lines) - count} more"] if len(lines) > count else []
+  return "\n".join(lines[:count] + more)
 
 
 def _check_vocab(flat, want, keep, tokenizer, path: str) -> None:
@@ -222,8 +227,8 @@ def _check_vocab(flat, want, keep, tokenizer, path: str) -> None:
     from big_vision_lite.data import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
     tok = (repr(tokenizer), tok_lib.get(tokenizer).vocab_size)
   elif tokenizer is not None:
-    name = getattr(tokenizer, "model", None) or getattr(tokenizer, "vocab", None)
-    tok = (name or type(tokenizer).__name__, tokenizer.vocab_size)
+    label = getattr(tokenizer, "model", None) or getattr(tokenizer, "vocab", None)
+    tok = (label or type(tokenizer).__name__, tokenizer.vocab_size)
   if stored != model or (tok and tok[1] > stored):
     using = f"tokenizer {tok[0]} has {tok[1]} tokens" if tok else "no tokenizer given"
     raise WeightsError(
