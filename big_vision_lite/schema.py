@@ -410,6 +410,13 @@ REMAT = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_s
 DTYPES = ("float32", "bfloat16", "float16")
 DECAYS = ("cosine", "rsqrt", "linear", "constant")
 
+ACTIVATIONS = ("gelu_tanh", "gelu", "quick_gelu")
+_CLIP_OPTIONS = dict(
+    act=Str("gelu_tanh", "MLP activation: tanh-approximated GELU (big_vision), exact GELU, or "
+            "CLIP's QuickGELU", choices=ACTIVATIONS),
+    ln_eps=Float(1e-6, "LayerNorm epsilon (1e-5 for OpenAI/open_clip weights)", positive=True),
+    head_bias=Bool(True, "the projection head has a bias (False for OpenAI/open_clip weights)"),
+)
 _TOWER_COMMON = dict(
     width=Int(None, "hidden size (overrides the variant)", nullable=True, positive=True),
     depth=Int(None, "number of Transformer blocks (overrides the variant)", nullable=True,
@@ -432,8 +439,26 @@ VIT = Section(dict(
     posemb=Str("learn", "position embedding", choices=("learn", "sincos2d")),
     pool_type=Str("map", "pooling: attention probe, mean, or class token",
                   choices=("map", "gap", "tok")),
+    ln_pre=Bool(False, "a LayerNorm before the encoder (OpenAI CLIP)"),
+    patch_bias=Bool(True, "the patch embedding has a bias (False for OpenAI CLIP)"),
+    posemb_cls=Bool(False, "the position embedding also covers the class token (OpenAI CLIP; "
+                    "needs pool_type='tok')"),
+    **_CLIP_OPTIONS,
     **_TOWER_COMMON,
 ), help="ViT image tower")
+
+RESNET = Section(dict(
+    type=Str("resnet", "image tower type", choices=("resnet",)),
+    variant=Str("50", "CLIP's ResNet: `50`, `101`, `50x4`, `50x16`, `50x64`", nullable=True),
+    layers=Seq(Int(positive=True), None, "blocks per stage (overrides the variant)",
+               nullable=True),
+    width=Int(None, "stem width (overrides the variant)", nullable=True, positive=True),
+    num_heads=Int(None, "attention-pooling heads (overrides the variant)", nullable=True,
+                  positive=True),
+    image_size=Int(224, "input resolution (pixels, square): the one place it is set",
+                   positive=True),
+    head_zeroinit=Bool(False, "zero-initialise the projection"),
+), help="CLIP's modified ResNet image tower")
 
 TEXT = Section(dict(
     variant=Str("B", "Transformer size: `mu`, `Ti`, `S`, `M`, `B`, `L`, `So400m`, ...",
@@ -441,12 +466,16 @@ TEXT = Section(dict(
     vocab_size=Int(32_000, "token vocabulary size (at least the tokenizer's)", positive=True),
     max_len=Int(64, "tokens per text (padded / truncated): the one place it is set",
                 positive=True),
-    pool_type=Str("last", "pooling over tokens", choices=("last", "first", "gap", "map")),
+    pool_type=Str("last", "pooling over tokens (`argmax`: at the largest token id, CLIP's end "
+                  "of text)", choices=("last", "first", "gap", "map", "argmax")),
+    causal=Bool(False, "causal attention mask (OpenAI CLIP)"),
+    **_CLIP_OPTIONS,
     **_TOWER_COMMON,
 ), help="text Transformer tower")
 
 MODEL = Section(dict(
-    image=Variant("type", {"vit": VIT}, "vit", "image tower (`type`: `vit`)"),
+    image=Variant("type", {"vit": VIT, "resnet": RESNET}, "vit",
+                  "image tower: `vit` or `resnet`"),
     text=TEXT,
     out_dim=Union((Int(positive=True), Seq(Int(positive=True))), None,
                   "shared embedding size of the projection heads (int, (image, text), or None "

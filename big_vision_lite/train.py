@@ -213,8 +213,9 @@ def model_flops_per_step(config, mesh) -> float:
   chunked loss's ring, is undercounted)."""
   plain = config.copy_and_resolve_references()
   for tower in ("image", "text"):
-    plain.model[tower].scan = False
-    plain.model[tower].remat_policy = "none"
+    for key, value in (("scan", False), ("remat_policy", "none")):
+      if key in plain.model[tower]:  # Not every tower has them (the ResNet has neither).
+        plain.model[tower][key] = value
   plain.loss = "sigmoid" if "sigmoid" in plain.loss else "softmax"
   plain.grad_accum_steps = 1
   _, abstract_state, _, update, _ = build(plain, mesh, 2)
