@@ -17,7 +17,7 @@ import jax  # noqa: E402  (after XLA_FLAGS)
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from big_vision_lite import losses, sharding  # noqa: E402
+from big_vision_lite import losses, metrics, sharding  # noqa: E402
 
 
 def peak_bytes(name: str, num_devices: int, per_device_batch: int, dim: int) -> int:
@@ -27,8 +27,7 @@ def peak_bytes(name: str, num_devices: int, per_device_batch: int, dim: int) -> 
                              sharding=NamedSharding(mesh, P("data")))
   scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
   grad = jax.jit(jax.value_and_grad(lambda *a: fn(*a)[0], argnums=(0, 1, 2, 3)))
-  mem = grad.lower(emb, emb, scalar, scalar).compile().memory_analysis()
-  return mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+  return metrics.compiled_memory(grad.lower(emb, emb, scalar, scalar).compile())
 
 
 def main() -> None:

@@ -441,14 +441,30 @@ def _describe(e: BaseException, path: str) -> str:
 _ORBAX = f"{os.sep}orbax{os.sep}"
 
 
+def _through_orbax(record: logging.LogRecord) -> bool:
+  """The record's message, or its exception's traceback, comes from Orbax's code or files."""
+  message = record.getMessage()
+  if _ORBAX in message or ".orbax-checkpoint-tmp" in message:
+    return True
+  error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+  tb = error.__traceback__ if error is not None else None
+  while tb is not None:
+    if _ORBAX in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
 class _NoOrbaxLeftovers(logging.Filter):
   """Drops the tracebacks Orbax's background threads log for errors it also raises (absl
-  logger), and asyncio's 'Task exception was never retrieved' for Orbax's tasks."""
+  logger), and asyncio's 'Task/Future exception was never retrieved' for Orbax's work."""
 
   def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno < logging.ERROR:
+      return True
     if record.name == "asyncio":
-      return not (record.levelno >= logging.ERROR and _ORBAX in record.getMessage())
-    return not (record.levelno >= logging.ERROR and record.exc_info and _ORBAX in record.pathname)
+      return not _through_orbax(record)
+    return not (record.exc_info and _ORBAX in record.pathname)
 
 
 def _unraisable_filter(previous):

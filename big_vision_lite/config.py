@@ -165,6 +165,24 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   if cfg.batch_size % (accum * num_devices):
     raise ConfigError(f"config.grad_accum_steps={accum}: batch_size {cfg.batch_size} must be "
                       f"divisible by grad_accum_steps x devices = {accum * num_devices}")
+  if cfg.task == "classify":
+    if not cfg.classify.dataset:
+      raise ConfigError("task='classify' needs config.classify.dataset (the classes: a shapes "
+                        "task such as 'shapes_position', or a tfds dataset name)")
+    if cfg.grad_accum_steps > 1:
+      raise ConfigError("grad_accum_steps > 1 is for the contrastive loss; with "
+                        "task='classify' raise batch_size or lower it on the devices instead")
+    if cfg.classify.head_init == "zeroshot" and not cfg.model_init:
+      raise ConfigError("classify.head_init='zeroshot' embeds the class names with the text "
+                        "tower of config.model_init: set model_init (or head_init='zeros')")
+  text_evals = [n for n, e in cfg.evals.items() if e.type in ("zeroshot", "retrieval")]
+  head_evals = [n for n, e in cfg.evals.items() if e.type == "classify"]
+  if cfg.task == "classify" and text_evals:
+    raise ConfigError(f"config.evals {text_evals} need a text tower, which task='classify' "
+                      "has not: use type='classify' (or 'fewshot', 'linear_probe')")
+  if cfg.task != "classify" and head_evals:
+    raise ConfigError(f"config.evals {head_evals}: type='classify' measures the head of "
+                      "task='classify'; evaluate a contrastive model with 'zeroshot'")
   if cfg.lora and any(cfg.model[t].get("scan") for t in ("image", "text")):
     raise ConfigError("config.lora adapts unscanned towers: set model.image.scan and "
                       "model.text.scan to False")

@@ -11,23 +11,27 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+import numpy as np
 
 from big_vision_lite import config as config_lib
-from big_vision_lite import distributed, errors, evaluators
+from big_vision_lite import distributed, errors, evaluators, pytree, weights
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import tokenizer as tok_lib
+from big_vision_lite.evaluators import data as eval_data
+from big_vision_lite.evaluators import prompts, zeroshot
 from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.models import lora
 from big_vision_lite.models.two_towers import TwoTowers
 
 
 def argument_parser(doc: str, config_help: str = "configs/NAME.py[:ARG]",
-                    config_required: bool = True) -> argparse.ArgumentParser:
+                    config_required: bool = True,
+                    workdir_required: bool = True) -> argparse.ArgumentParser:
   """A parser with the flags every entry point takes: --config, --workdir, multi-process flags;
   `--config.KEY=VALUE` overrides are collected by `parse`."""
   p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--config", required=config_required, default=None, help=config_help)
-  p.add_argument("--workdir", required=True, help="the run's directory")
+  p.add_argument("--workdir", required=workdir_required, default=None, help="the run's directory")
   distributed.add_flags(p)
   return p
 
@@ -52,7 +56,17 @@ def start(args: argparse.Namespace, config: ml_collections.ConfigDict) -> jax.sh
 
 
 def build_model(config: ml_collections.ConfigDict) -> TwoTowers:
-  return TwoTowers(**config.model.to_dict())
+  """The model of `config.model`; with task='classify', its image tower and a linear head."""
+  classes = len(class_names(config)) if config.task == "classify" else None
+  return TwoTowers(**config.model.to_dict(), classes=classes)
+
+
+def class_names(config: ml_collections.ConfigDict) -> list[str]:
+  """task='classify': the class names (config.classify.classnames, else the dataset's)."""
+  c = config.classify
+  if c.classnames:
+    return list(c.classnames)
+  return eval_data.classnames(c.dataset, c.split, c.data_dir, c.label_key)
 
 
 def apply_fn(config: ml_collections.ConfigDict, model: TwoTowers) -> Callable:
@@ -60,6 +74,52 @@ def apply_fn(config: ml_collections.ConfigDict, model: TwoTowers) -> Callable:
   LoRA adapters in `params['lora']` applied when the config has them."""
   alpha = config.lora.alpha if config.lora else 0.0
   return lambda params, images, texts: lora.apply(model, params, images, texts, alpha=alpha)
+
+
+def load_model_init(config: ml_collections.ConfigDict, fresh, mesh=None, shardings=None):
+  """The parameters of `config.model_init`, fitted to `config.model` (weights.load_params), on
+  `shardings` (or on the host). Parameters named by `config.model_load.dont_load`, and LoRA
+  adapters, keep their values in `fresh` (a freshly initialised tree). With task='classify'
+  the checkpoint is a two-tower model: its image tower is kept, and the head is `fresh`'s, or,
+  with classify.head_init='zeroshot', its zero-shot classifier of the class names (on `mesh`)."""
+  fresh_host = jax.device_get(fresh)
+  base = {k: v for k, v in fresh_host.items() if k not in (lora.KEY, HEAD)}
+  loaded = weights.load_params(config.model_init, config.model.to_dict(), init_params=base,
+                               dont_load=config.model_load.dont_load,
+                               tokenizer=tokenizer_spec(config))
+  rules = [(r, True) for r in config.model_load.dont_load]
+  kept = sum(pytree.match_rules(rules, n, False) for n, _ in pytree.named_leaves(base))
+  if config.task == "classify":
+    head = (zeroshot_head(config, loaded, mesh) if config.classify.head_init == "zeroshot"
+            else fresh_host[HEAD])
+    loaded = {"img": loaded["img"], HEAD: head}
+  if lora.KEY in fresh_host:
+    loaded[lora.KEY] = fresh_host[lora.KEY]
+  print0(f"initialised from {config.model_init}"
+         + (f" ({kept} parameter(s) kept fresh: model_load.dont_load)" if kept else ""))
+  return jax.device_put(loaded, shardings) if shardings is not None else loaded
+
+
+HEAD = "classifier"  # The linear head of task='classify' (TwoTowers with `classes`).
+
+
+def zeroshot_head(config: ml_collections.ConfigDict, params, mesh=None) -> dict:
+  """A classifier head {kernel [E, C], bias [C]} computing t x the cosine similarity with each
+  class's zero-shot classifier (its prompts' mean embedding, as the zeroshot evaluator builds
+  it) from the two-tower `params`: fine-tuning starts at zero-shot accuracy."""
+  c = config.classify
+  names = class_names(config)
+  templates = prompts.templates_for(c.dataset, c.templates)
+  _, tokens = zeroshot.prompt_tokens(c.dataset, names, templates, False, tokenizer_spec(config),
+                                     config.model.text.max_len)
+  model = TwoTowers(**config.model.to_dict())
+  mesh = mesh or sharding_lib.make_mesh()
+  embedder = Embedder(lambda p, i, t: model.apply({"params": p}, i, t), mesh,
+                      config.eval_batch_size)
+  weights_ = zeroshot.class_embeddings(embedder, params, tokens, len(names))  # [C, E]
+  t = float(np.exp(np.asarray(params["t"]).reshape(-1)[0]))
+  return {"kernel": (t * weights_).T.astype(np.float32),
+          "bias": np.zeros(len(names), np.float32)}
 
 
 def tokenizer_spec(config: ml_collections.ConfigDict) -> str:

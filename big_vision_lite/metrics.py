@@ -7,6 +7,7 @@ metrics.jsonl is strict JSON, one object per line: a NaN or infinite value is wr
 """
 
 import json
+import logging
 import math
 import os
 import re
@@ -69,6 +70,9 @@ class Writer:
       os.replace(self.path + ".tmp", self.path)
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      # A non-finite value is logged as such (and reported by the trainer); tensorboardX would
+      # also warn once per value.
+      logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
       self.tb = SummaryWriter(workdir, purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -157,3 +161,11 @@ def format_duration(seconds: float) -> str:
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
   return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def compiled_memory(compiled) -> int:
+  """Bytes per device a compiled XLA program needs at its peak (XLA's memory analysis):
+  arguments + outputs (less what donation aliases) + temporaries."""
+  m = compiled.memory_analysis()
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+             + m.temp_size_in_bytes)

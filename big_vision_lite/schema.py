@@ -2,7 +2,7 @@
 
 This is the single source of truth for configs. `config.resolve` checks a config file, its
 `--config.a.b=value` overrides and whole-section overrides against it and fills the defaults;
-the README's config table is generated from it (`python -m big_vision_lite.schema`).
+the README's config table is generated from it (python -m big_vision_lite.tools.readme_tables).
 
 A schema is built from a few node types: leaves (`Int`, `Float`, `Str`, `Bool`, `Seq`, `Rules`,
 `Union`), `Section` (a fixed set of keys), `Variant` (a section whose keys depend on one of its
@@ -477,9 +477,9 @@ MODEL = Section(dict(
     image=Variant("type", {"vit": VIT, "resnet": RESNET}, "vit",
                   "image tower: `vit` or `resnet`"),
     text=TEXT,
-    out_dim=Union((Int(positive=True), Seq(Int(positive=True))), None,
-                  "shared embedding size of the projection heads (int, (image, text), or None "
-                  "for no projection)", nullable=True),
+    out_dim=Union((Int(positive=True), Seq(Int(positive=True, nullable=True))), None,
+                  "size of the projection heads: int, (image, text) with None for a tower "
+                  "without one, or None for none", nullable=True),
     temperature_init=Float(10.0, "t = exp(t') starts here; t' is learnt", positive=True),
     bias_init=Float(-10.0, "b starts here (~ -log(batch size)); None: no bias", nullable=True),
     dtype_mm=Str("float32", "matmul dtype (parameters and losses stay float32)",
@@ -499,7 +499,12 @@ SOURCE = Variant("name", {
         image_size=Int(None, "drawn resolution; None: model.image.image_size", nullable=True),
         split=Str("train", "shapes split (grain pipelines)",
                   choices=("train", "validation", "test")),
-        size=Int(1 << 20, "examples in the finite source (grain pipelines)", positive=True)),
+        size=Int(1 << 20, "examples in the finite source (grain pipelines)", positive=True),
+        task=Str(None, "one-object images labelled with this attribute, for task='classify' "
+                 "(`shapes_size`, `shapes_position`, `shapes_shape`, `shapes_color`, "
+                 "`shapes_combo_heldout`)", nullable=True,
+                 choices=("shapes_shape", "shapes_color", "shapes_combo_heldout",
+                          "shapes_size", "shapes_position"))),
     "tar": _source(
         Str("tar", "image-text tar shards"),
         pattern=Str(help="a directory, glob, brace range or comma list of .tar shards")),
@@ -508,15 +513,17 @@ SOURCE = Variant("name", {
     split=Str("train", "tfds split"),
     data_dir=Str(None, "tfds data_dir (default: tfds's own)", nullable=True),
     image_key=Str("image", "'/'-path of the image feature"),
-    caption_key=Str("captions/text", "'/'-path of the caption feature", nullable=True)))
+    caption_key=Str("captions/text", "'/'-path of the caption feature (None for a "
+                    "classification dataset)", nullable=True),
+    label_key=Str("label", "'/'-path of the class label feature (task='classify')")))
 
 INPUT = Section(dict(
     data=OneOrList(SOURCE, {"name": "shapes"},
                    "one source or a list of them with `weight`s (a mixture)"),
     pp=Str(None, "preprocessing op string; None: the built-in shapes stream", nullable=True),
     tokenizer=Str(None, "sentencepiece .model path, `'clip'` (CLIP's BPE), a CLIP vocabulary "
-                  ".txt.gz or a tokenizer.json; None: the shipped shapes tokenizer",
-                  nullable=True),
+                  ".txt.gz or a tokenizer.json, optionally with `:pad=ID` (big_vision's SigLIP "
+                  "models pad with 1); None: the shipped shapes tokenizer", nullable=True),
     seed=Int(0, "shuffling and augmentation seed (grain pipelines)"),
     num_workers=Int(0, "grain preprocessing worker processes", min=0),
     max_consecutive_skips=Int(100, "stop when this many records in a row fail preprocessing",
@@ -587,6 +594,29 @@ SCHEMA = Section(dict(
     optax=OPTAX,
     schedule=SCHEDULE,
     model=MODEL,
+    task=Str("contrastive", "what the trainer optimises: the two towers' contrastive loss, or "
+             "image classification (the image tower and a linear head; softmax cross-entropy)",
+             choices=("contrastive", "classify")),
+    classify=Section(dict(
+        dataset=Str(None, "the classes: a shapes task (`shapes_position`, ...) or a tfds "
+                    "dataset whose label feature names them", nullable=True),
+        split=Str("train", "(tfds) the split whose label feature is read for the names"),
+        data_dir=Str(None, "(tfds) its data_dir", nullable=True),
+        label_key=Str("label", "(tfds) the class label feature"),
+        classnames=Seq(Str(), None, "class names (default: the dataset's)", nullable=True),
+        head_init=Str("zeros", "the head starts at zero, or as the zero-shot classifier of the "
+                      "class names (t x their mean prompt embeddings; needs model_init)",
+                      choices=("zeros", "zeroshot")),
+        templates=Anything("clip", "prompts for head_init='zeroshot': 'clip', 'single' or a "
+                           "list of strings with one '{}'"),
+    ), help="task='classify'"),
+    model_init=Str(None, "checkpoint whose parameters initialise the model: a big_vision .npz, "
+                   "an open_clip / OpenAI .safetensors (.pt/.bin with torch), or a run's Orbax "
+                   "checkpoint; a resumed run restores its own checkpoint instead", nullable=True),
+    model_load=Section(dict(
+        dont_load=Seq(_Regex(), (), "parameter-name regexes that keep their fresh "
+                      "initialisation instead (e.g. `('img/head/.*',)`)"),
+    ), help="how model_init loads"),
     input=INPUT,
     evals=Map(Variant("type", _eval_options), {},
               "name -> dict(type='zeroshot' | 'retrieval' | 'fewshot' | ..., every_steps, "
@@ -637,24 +667,3 @@ def markdown_table() -> str:
     seen.add((key, help_text))
     lines.append(f"| `{key}` | {type_text} | {default} | {help_text.replace('|', '/')} |")
   return "\n".join(lines)
-
-
-def update_readme(path: str) -> bool:
-  """Rewrites the table between the config-table markers of a README; True if it changed."""
-  with open(path) as f:
-    text = f.read()
-  start, end = "<!-- config-table:start -->\n", "\n<!-- config-table:end -->"
-  i, j = text.index(start) + len(start), text.index(end)
-  new = text[:i] + markdown_table() + text[j:]
-  if new != text:
-    with open(path, "w") as f:
-      f.write(new)
-  return new != text
-
-
-if __name__ == "__main__":
-  import sys  # pylint: disable=import-outside-toplevel
-  if sys.argv[1:2] == ["--readme"]:
-    print("updated" if update_readme(sys.argv[2]) else "up to date", sys.argv[2])
-  else:
-    print(markdown_table())

@@ -84,3 +84,8 @@ def state_shardings(mesh: Mesh, abstract_state, abstract_params,
     return replicated(mesh)
 
   return pytree.map_with_names(leaf_sharding, abstract_state)
+
+
+def shardings_of(tree):
+  """The sharding of every jax.Array leaf of `tree`."""
+  return jax.tree.map(lambda x: x.sharding, tree)

@@ -13,6 +13,7 @@ steps; 4 a checkpoint could not be written; 75 stopped by SIGTERM or SIGINT afte
 checkpoint (run the same command to resume).
 """
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -101,7 +102,7 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
 
 
 def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, mask,
-                   accum_steps: int = 1):
+                   accum_steps: int = 1, task: str = "contrastive"):
   """The jitted update step (state donated): (state, batch) -> (state, metrics).
 
   With `accum_steps` > 1 the gradient is still that of the contrastive loss over the whole
@@ -117,19 +118,26 @@ def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, m
   Gradients are taken with respect to the trainable parameters (`mask`) only: a frozen tower
   runs forward only, and frozen weights get no gradient.
   """
-  contrastive = losses.make_loss(loss_name, mesh)
+  contrastive = losses.make_loss(loss_name, mesh) if task == "contrastive" else None
   batch_spec = sharding_lib.batch_sharding(mesh)
 
   def embed(params, batch):
     zimg, ztxt, out = apply(params, batch["image"], batch["labels"])
     return zimg, ztxt, out["t"], out["b"]
 
+  def loss_and_metrics(params, batch):
+    if task == "classify":  # Softmax cross-entropy of the head's logits.
+      logits = apply(params, batch["image"], None)[2]["logits"].astype(jnp.float32)
+      logp = jax.nn.log_softmax(logits)
+      loss = -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
+      return loss, {"accuracy": jnp.mean(jnp.argmax(logits, axis=1) == batch["label"])}
+    zimg, ztxt, t, b = embed(params, batch)
+    loss, measured = contrastive(zimg, ztxt, t, b)
+    return loss, {**measured, "t": t, "b": b}
+
   def grads_full_batch(trainable, frozen, batch):
-    def loss_fn(trainable):
-      zimg, ztxt, t, b = embed(pytree.merge(trainable, frozen), batch)
-      loss, measured = contrastive(zimg, ztxt, t, b)
-      return loss, {**measured, "t": t, "b": b}
-    return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    return jax.value_and_grad(lambda p: loss_and_metrics(pytree.merge(p, frozen), batch),
+                              has_aux=True)(trainable)
 
   def grads_accumulated(trainable, frozen, batch):
     embed_mb = lambda p, mb: embed(pytree.merge(p, frozen), mb)
@@ -178,7 +186,7 @@ def build(config, mesh, total_steps: int, warmup_steps: int = 0):
   tx, schedule, abstract_state, shardings, init_fn, mask = create_train_state(
       config, model, mesh, total_steps, warmup_steps)
   update = make_update_fn(job.apply_fn(config, model), tx, schedule, config.loss, shardings,
-                          mesh, mask, config.grad_accum_steps)
+                          mesh, mask, config.grad_accum_steps, config.task)
   return model, abstract_state, init_fn, update, mask
 
 
@@ -187,8 +195,12 @@ def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
   (sharded over `mesh`, if given)."""
   size, length, n = config.model.image.image_size, config.model.text.max_len, config.batch_size
   sharding = sharding_lib.batch_sharding(mesh) if mesh is not None else None
+  if config.task == "classify":  # Images and their class.
+    text = {"label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharding)}
+  else:
+    text = {"labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
   return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding),
-          "labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
+          **text}
 
 
 def _is_plain(config) -> bool:
@@ -228,7 +240,11 @@ def _check_input(config, spec) -> None:
   for key, what, fix in (("image", "images", "resize(...) in config.input.pp or "
                           "model.image.image_size"),
                          ("labels", "token ids", "tokenize(max_len=...) in config.input.pp or "
-                          "model.text.max_len")):
+                          "model.text.max_len"),
+                         ("label", "class labels", "the data: task='classify' needs a 'label' "
+                          "per image (input.data.task for shapes, a tfds label feature)")):
+    if key not in want:
+      continue
     got = tuple(spec[key][0][1:]) if key in spec else None
     if got != want[key].shape[1:]:
       raise sources.DataError(f"the input gives {what} of shape {got} per example, the model "
@@ -239,9 +255,10 @@ def _nonfinite_report(step: int, streak: int, measured, last_saved: int | None, 
   m = {k: float(v) for k, v in jax.device_get(measured).items()}
   saved = f"the last good checkpoint is {where}/{last_saved}" if last_saved is not None else \
       "no checkpoint was saved"
+  tb = f", t {m['t']}, b {m['b']}" if "t" in m else ""
   return (f"{streak} consecutive update steps ({step - streak + 1}-{step}) had a non-finite loss "
           f"or gradient and were not applied; at step {step}: loss {m['loss']}, gradient norm "
-          f"{m['grad_norm']}, t {m['t']}, b {m['b']}. The parameters are those of step "
+          f"{m['grad_norm']}{tb}. The parameters are those of step "
           f"{step - streak}; {saved}. Fix the cause (a lower lr or temperature_init, "
           "grad_clip_norm, or the data), then resume with the same command.")
 
@@ -274,6 +291,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   # --- Model, optimiser, sharded state.
   model, abstract_state, init_fn, update, mask = build(config, mesh, total_steps, warmup_steps)
   update, flops_per_step = compile_update(config, mesh, update, abstract_state)
+  memory_mib = metrics.compiled_memory(update) / 2**20
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
   # --- Restore the newest checkpoint, or initialise.
@@ -286,6 +304,9 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
     job.print0(f"resumed from {ckpt.directory}/{step}")
   else:
     state, step = init_fn(jax.random.key(config.seed)), 0
+    if config.model_init:
+      state = {**state, "params": job.load_model_init(
+          config, state["params"], mesh, sharding_lib.shardings_of(state["params"]))}
   if jax.process_index() == 0:  # Written once the checkpoint (if any) fits this config.
     with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
       f.write(config_lib.to_json(config))
@@ -293,9 +314,10 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
   trainable = sum(x.size for x in jax.tree.leaves(pytree.partition(abstract_state["params"],
                                                                    mask)[0]))
+  objective = f"loss: {config.loss}" if config.task == "contrastive" else "task: classify"
   job.print0(f"model: {num_params / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable "
-             f"({trainable / num_params:.1%}); loss: {config.loss}; {total_steps} steps of batch "
-             f"{config.batch_size}")
+             f"({trainable / num_params:.1%}); {objective}; {total_steps} steps of batch "
+             f"{config.batch_size}; update step {memory_mib:.1f} MiB per device")
 
   # --- Evaluators.
   evals = job.build_evaluators(config, model, mesh)
@@ -315,7 +337,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   check_every = min(config.log_training_steps, config.max_nonfinite_steps)
   last_saved = ckpt.latest_step()
   results: dict[str, float] = {}
-  with interrupt.StopRequest() as stop:
+  with interrupt.StopRequest() as stop, _closing(train_iter, writer, ckpt):
     while step < total_steps:
       batch = loader.to_global(next(train_iter), batch_sharding)
       state, measured = update(state, batch)
@@ -330,10 +352,14 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
         row.update({f"train/{k}": v for k, v in speed.items()})
         row["data/skipped"] = int(np.sum(multihost_utils.process_allgather(
             np.int64(train_iter.skipped))))  # Bad records skipped so far, over all processes.
-        eta = ("(includes compilation)" if step == 1 else
-               f"| ETA {metrics.format_duration(speed['eta_sec'])}")
+        if step == 1:  # What the run is: sizes that do not change.
+          row.update({"train/params": num_params, "train/params_trainable": trainable,
+                      "train/memory_per_device_mib": memory_mib})
+        eta = f"| ETA {metrics.format_duration(speed['eta_sec'])}"
+        model_line = (f"t {row['train/t']:.2f} | b {row['train/b']:.2f}" if "train/t" in row
+                      else f"accuracy {row['train/accuracy']:.3f}")
         job.print0(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "
-                   f"t {row['train/t']:.2f} | b {row['train/b']:.2f} | lr {row['train/lr']:.2e} | "
+                   f"{model_line} | lr {row['train/lr']:.2e} | "
                    f"{speed['img_per_sec']:.0f} img/s" +
                    (f" | MFU {speed['mfu']:.1%}" if "mfu" in speed else "") + f" {eta}")
       stopping = stop.should_stop(step)
@@ -359,9 +385,6 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
           ckpt.wait()  # The checkpoint is committed before the process exits,
           if jax.process_count() > 1:  # on every process: none exits while another writes.
             multihost_utils.sync_global_devices("stopped after saving")
-          ckpt.close()
-          writer.close()
-          train_iter.close()
           raise Interrupted(f"{stop.received or 'SIGTERM'} at step {step}/{total_steps}; "
                             f"checkpoint {ckpt.directory}/{last_saved} is saved. Run the same "
                             "command to resume.")
@@ -372,13 +395,27 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
             job.print0(job.format_results(results))
       if row:
         writer.write(step, row)
-  if not results:  # Resumed at (or past) the end: evaluate the final state once more.
-    results = run_evals(step, final=True)
-  ckpt.close()
-  writer.close()
-  train_iter.close()
+    if not results:  # Resumed at (or past) the end: evaluate the final state once more.
+      results = run_evals(step, final=True)
   job.print_results("final evaluation:", results)
   return results
+
+
+@contextlib.contextmanager
+def _closing(train_iter, writer, ckpt):
+  """Closes the input, the metrics and the checkpointer however the run ends: closing waits for
+  a save still in flight, so a run stopped by an error keeps its last checkpoint. On the error
+  path a failure to close is not allowed to hide the error that stopped the run."""
+  try:
+    yield
+  except BaseException:
+    for close in (train_iter.close, writer.close, ckpt.close):
+      with contextlib.suppress(Exception):
+        close()
+    raise
+  train_iter.close()
+  writer.close()
+  ckpt.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 import dataclasses
 import os
-import re
 import subprocess
 import sys
 
@@ -196,12 +195,10 @@ def test_schema_matches_the_code_it_configures():
 
 
 def test_readme_config_table_is_generated_from_the_schema():
+  from big_vision_lite.tools import readme_tables  # pylint: disable=import-outside-toplevel
   readme = open(os.path.join(ROOT, "README.md")).read()
-  block = re.search(r"<!-- config-table:start -->\n(.*?)\n<!-- config-table:end -->", readme,
-                    re.S)
-  assert block, "README lacks the generated config table markers"
-  assert block.group(1).strip() == schema.markdown_table().strip(), (
-      "README config table is stale: regenerate with `python -m big_vision_lite.schema`")
+  assert readme_tables.block(readme, "config-table") == schema.markdown_table(), (
+      "README config table is stale: run `python -m big_vision_lite.tools.readme_tables`")
 
 
 def test_bad_config_key_fails_at_start_with_a_clear_message(tmp_path):

@@ -184,3 +184,24 @@ def test_linear_probe_on_a_tfds_dataset(data_dir, tiny):
   assert emb["weights"].shape == (16, 8) and emb["holdout_accuracy"].shape == (19,)  # Width 16.
   m = lp.metrics(emb)
   assert 0 <= m["linear_probe/bvl_tiny_captions/top1"] <= m["linear_probe/bvl_tiny_captions/top5"]
+
+
+def test_classification_fine_tuning_on_a_tfds_dataset(data_dir, tmp_path):
+  """task='classify' trains the image tower and a head on a tfds dataset's label feature, and
+  the classify evaluator measures it on the test split."""
+  from big_vision_lite import metrics, train  # pylint: disable=import-outside-toplevel
+  from tests.test_train import CONFIG, TINY  # pylint: disable=import-outside-toplevel
+  data = {"name": "bvl_tiny_captions", "split": "train", "data_dir": data_dir,
+          "caption_key": None}
+  evals = {"test": {"type": "classify", "dataset": "bvl_tiny_captions", "split": "test",
+                    "data_dir": data_dir, "pp": "decode|resize(32)"}}
+  results = train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+      "--config.task=classify", "--config.classify.dataset=bvl_tiny_captions",
+      f"--config.classify.data_dir={data_dir}", f"--config.input.data={data!r}",
+      "--config.input.pp=decode|resize(32)|value_range(-1,1)|keep('image','label')",
+      f"--config.evals={evals!r}", "--config.total_steps=3", "--config.log_training_steps=1"])
+  assert set(results) == {f"classify/bvl_tiny_captions/{k}" for k in
+                          ("top1", "top5", "mean_per_class_recall")}
+  rows = metrics.read(str(tmp_path))
+  assert all(0 <= r["train/accuracy"] <= 1 for r in rows)
+  assert rows[0]["train/params_trainable"] == rows[0]["train/params"]

@@ -166,6 +166,39 @@ def test_plots_and_embedding_export(trained):
   assert labels.shape == (24,) and labels.dtype.kind == "i"
 
 
+def test_classifier_with_a_zeroshot_head_starts_at_zero_shot_accuracy(trained):
+  """task='classify' from a contrastive checkpoint with head_init='zeroshot': before any step,
+  the head's top-1 on a task equals the checkpoint's zero-shot top-1 on the same images."""
+  workdir, _ = trained
+  task = "{'type': '%s', 'dataset': 'shapes_position', 'num_examples': 96}"
+  zero_shot = evaluate.main(["--workdir", str(workdir), f"--config.evals={{'z': {task % 'zeroshot'}}}"])
+  head = evaluate.main([
+      "--config", str(workdir / "config.json"), "--config.task=classify",
+      "--config.classify.dataset=shapes_position", "--config.classify.head_init=zeroshot",
+      f"--config.model_init={workdir / 'checkpoints'}", f"--config.evals={{'c': {task % 'classify'}}}"])
+  for metric in ("top1", "top5", "mean_per_class_recall"):
+    assert head[f"classify/shapes_position/{metric}"] == zero_shot[f"zeroshot/shapes_position/{metric}"]
+  assert zero_shot["zeroshot/shapes_position/top1"] > 0
+
+
+def test_partial_fine_tuning_and_lora_are_configs_of_the_classifier():
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  common = ["--config.task=classify", "--config.classify.dataset=shapes_size",
+            "--config.input.data={'name': 'shapes', 'task': 'shapes_size'}", "--config.evals={}"]
+  _, state, _, _, mask = train.build(_tiny_config(*common, "--config.frozen=('img/(?!MAPHead_0).*',)"),
+                                     mesh, 10)
+  trainable = {n for n, m in pytree.named_leaves(mask) if m}  # The pooling head and classifier.
+  assert all(n.startswith(("img/MAPHead_0/", "classifier/")) for n in trainable)
+  assert "classifier/kernel" in trainable and any(n.startswith("img/MAPHead_0/") for n in trainable)
+  assert state["params"]["classifier"]["kernel"].shape == (16, 2)  # out_dim 16, two sizes.
+  _, _, _, _, mask = train.build(_tiny_config(*common, "--config.lora={'rank': 2, 'train': "
+                                              "('classifier/.*',)}"), mesh, 10)
+  names = {n for n, m in pytree.named_leaves(mask) if m}
+  assert names and all(n.startswith(("lora/", "classifier/")) for n in names)
+  with pytest.raises(config_lib.ConfigError, match="need a text tower"):
+    config_lib.validate(_tiny_config(*common[:3]), 1)
+
+
 def test_resuming_with_a_different_model_names_each_differing_parameter(trained):
   workdir, _ = trained
   with pytest.raises(ckpt_lib.CheckpointMismatch,
@@ -277,5 +310,25 @@ def test_lora_trains_only_the_adapters_and_reports_the_count(tmp_path, capsys):
   with pytest.raises(config_lib.ConfigError, match="lora adapts unscanned towers"):
     config_lib.validate(_tiny_config("--config.lora={}", "--config.model.image.scan=True"), 1)
   train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
-      "--config.lora={'rank': 2}", "--config.total_steps=2", "--config.evals={}"])
+      "--config.lora={'rank': 2}", "--config.total_steps=2", "--config.evals={}",
+      "--config.lr=0.1"])
   assert re.search(r"0\.\d\dM parameters, 0\.0\dM trainable \(\d+\.\d%\)", capsys.readouterr().out)
+  # Exported, the adapters are merged into the kernels: a plain model, the same function.
+  from big_vision_lite import job, weights  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.tools import export  # pylint: disable=import-outside-toplevel
+  export.main(["--workdir", str(tmp_path), "--format", "npz", "--output",
+               str(tmp_path / "merged.npz")])
+  run = config_lib.from_json(str(tmp_path / "config.json"))
+  adapted = ckpt_lib.restore_params(str(tmp_path / "checkpoints"))
+  merged = weights.load_params(str(tmp_path / "merged.npz"), run.model.to_dict())
+  assert "lora" in adapted and "lora" not in merged
+  model = job.build_model(run)
+  images, tokens = model.example_inputs(4)
+  images = np.random.default_rng(0).uniform(-1, 1, images.shape).astype(np.float32)
+  tokens = np.random.default_rng(1).integers(1, 200, tokens.shape).astype(np.int32)
+  with_adapters = job.apply_fn(run, model)(adapted, images, tokens)
+  plain = model.apply({"params": merged}, images, tokens)
+  base = model.apply({"params": {k: v for k, v in adapted.items() if k != "lora"}}, images, tokens)
+  for a, b, c in zip(with_adapters[:2], plain[:2], base[:2]):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-4  # The adapters did change it.

@@ -336,16 +336,16 @@ def test_export_tool_writes_a_trained_runs_parameters(tmp_path):
   from big_vision_lite.tools import export as export_tool
   from tests.test_train import CONFIG, TINY
   image = dict(variant="mu/8", width=32, depth=1, mlp_dim=64, num_heads=2, pool_type="tok",
-               posemb_cls=True, ln_pre=True, patch_bias=False, head_bias=False, act="quick_gelu")
+               posemb_cls=True, ln_pre=True, patch_bias=False, head_bias=False, act="quick_gelu",
+               image_size=32)
   text = dict(variant="mu", width=32, depth=1, mlp_dim=64, num_heads=2, vocab_size=256,
-              causal=True, pool_type="last", head_bias=False, act="quick_gelu")
+              causal=True, pool_type="last", head_bias=False, act="quick_gelu", max_len=12)
   train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
       "--config.total_steps=3", "--config.evals={}", "--config.loss=softmax",
       "--config.model.bias_init=None", f"--config.model.image={image!r}",
       f"--config.model.text={text!r}"])
   trained = ckpt_lib.restore_params(str(tmp_path / "checkpoints"))
   model_config = config_lib.from_json(str(tmp_path / "config.json")).model.to_dict()
-  model_config["image"]["image_size"], model_config["text"]["max_len"] = 32, 12
   for fmt in weights.FORMATS:
     out = export_tool.main(["--workdir", str(tmp_path), "--step", "3", "--format", fmt,
                             "--output", str(tmp_path / f"run.{fmt}")])

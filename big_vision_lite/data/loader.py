@@ -71,14 +71,17 @@ class TrainInput(abc.ABC):
 class ShapesInput(TrainInput):
   """The infinite shapes training stream: the local part of global batch `step` is a pure
   function of (seed, step, process), so the state is just the next step. Batches are drawn
-  ahead in a background thread."""
+  ahead in a background thread. Captioned images and their tokens ('image', 'labels'), or,
+  with `task` (one of shapes.TASKS), one-object images and their class ('image', 'label')."""
 
   def __init__(self, *, global_batch: int, seed: int = 0, image_size: int = 64, max_len: int = 16,
-               tokenizer: str = tok_lib.SHAPES_MODEL, prefetch: int = 2,
+               tokenizer: str = tok_lib.SHAPES_MODEL, task: str | None = None, prefetch: int = 2,
                process_index: int | None = None, process_count: int | None = None):
     super().__init__(global_batch, process_index, process_count)
+    if task is not None and task not in shapes.TASKS:
+      raise sources.DataError(f"unknown shapes task {task!r}; known: {list(shapes.TASKS)}")
     self.offset = self.process_index * self.local_batch
-    self.seed, self.image_size, self.max_len = seed, image_size, max_len
+    self.seed, self.image_size, self.max_len, self.task = seed, image_size, max_len, task
     self.tokenizer = tok_lib.get(tokenizer)
     self.prefetch = prefetch
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -88,15 +91,22 @@ class ShapesInput(TrainInput):
   @property
   def element_spec(self) -> ElementSpec:
     b, s = self.local_batch, self.image_size
-    return {"image": ((b, s, s, 3), np.dtype(np.float32)),
-            "labels": ((b, self.max_len), np.dtype(np.int32))}
+    image = ((b, s, s, 3), np.dtype(np.float32))
+    if self.task:
+      return {"image": image, "label": ((b,), np.dtype(np.int32))}
+    return {"image": image, "labels": ((b, self.max_len), np.dtype(np.int32))}
 
   def _batch(self, step: int) -> dict[str, np.ndarray]:
-    """This process's rows of global batch `step`: image float32 [b, H, W, 3], labels int32
-    [b, L]."""
-    start = step * self.global_batch + self.offset
-    examples = [shapes.draw(self.seed, "train", i, self.image_size)
-                for i in range(start, start + self.local_batch)]
+    """This process's rows of global batch `step`: image float32 [b, H, W, 3] and labels int32
+    [b, L] (captions' tokens), or label int32 [b] (the task's class)."""
+    rows = range(step * self.global_batch + self.offset,
+                 step * self.global_batch + self.offset + self.local_batch)
+    if self.task:
+      examples, labels = zip(*[shapes.draw_task(self.task, self.seed, "train", i, self.image_size)
+                               for i in rows])
+      return {"image": ops.value_range(np.stack([e["image"] for e in examples])),
+              "label": np.asarray(labels, np.int32)}
+    examples = [shapes.draw(self.seed, "train", i, self.image_size) for i in rows]
     return {"image": ops.value_range(np.stack([e["image"] for e in examples])),
             "labels": self.tokenizer.encode([e["caption"] for e in examples], self.max_len)}
 
@@ -140,9 +150,9 @@ def _why(error: Exception, record) -> str:
 class _Preprocess:
   """Picklable per-example step run in grain workers: standardize + ops, or a skip marker."""
 
-  def __init__(self, pp: str):
-    self.pp = pp
-    self.pipeline = ops.parse(pp)
+  def __init__(self, pp: str, defaults: dict[str, Any] | None = None):
+    self.pp, self.defaults = pp, dict(defaults or {})
+    self.pipeline = ops.parse(pp, **self.defaults)
 
   def __call__(self, record, rng):
     try:
@@ -154,10 +164,10 @@ class _Preprocess:
       return {_SKIPPED: _why(e, record)}
 
   def __getstate__(self):
-    return {"pp": self.pp}
+    return {"pp": self.pp, "defaults": self.defaults}
 
   def __setstate__(self, state):
-    self.__init__(state["pp"])
+    self.__init__(state["pp"], state["defaults"])
 
 
 class GrainInput(TrainInput):
@@ -171,13 +181,13 @@ class GrainInput(TrainInput):
   """
 
   def __init__(self, *, data, pp: str, global_batch: int, seed: int = 0, num_workers: int = 0,
-               max_consecutive_skips: int = 100, process_index: int | None = None,
-               process_count: int | None = None):
+               max_consecutive_skips: int = 100, op_defaults: dict[str, Any] | None = None,
+               process_index: int | None = None, process_count: int | None = None):
     super().__init__(global_batch, process_index, process_count)
     if max_consecutive_skips < 0:
       raise sources.DataError(f"max_consecutive_skips={max_consecutive_skips} must be >= 0")
     self.seed, self.max_consecutive_skips = seed, max_consecutive_skips
-    self._preprocess = _Preprocess(pp)
+    self._preprocess = _Preprocess(pp, op_defaults)
     entries = list(data) if isinstance(data, (list, tuple)) else [data]
     self._sources, datasets, weights = [], [], []
     for k, entry in enumerate(entries):
@@ -296,8 +306,11 @@ def make_input(input_config, global_batch: int, *, image_size: int | None = None
     return ShapesInput(global_batch=global_batch,
                        max_len=input_config.get("max_len") if max_len is None else max_len,
                        tokenizer=input_config.get("tokenizer") or tok_lib.SHAPES_MODEL,
-                       seed=data.get("seed", 0),
+                       seed=data.get("seed", 0), task=data.get("task"),
                        image_size=data.get("image_size") or image_size or 64)
+  # `tokenize` without arguments takes the config's tokenizer and the model's text length.
+  defaults = {"max_len": max_len, "model": input_config.get("tokenizer")}
   return GrainInput(data=data, pp=pp, global_batch=global_batch, seed=input_config.get("seed", 0),
                     num_workers=input_config.get("num_workers", 0),
-                    max_consecutive_skips=input_config.get("max_consecutive_skips", 100))
+                    max_consecutive_skips=input_config.get("max_consecutive_skips", 100),
+                    op_defaults=defaults)

@@ -133,6 +133,18 @@ def _value_range(image, rng, vmin: float = -1, vmax: float = 1) -> np.ndarray:
   return value_range(image, vmin, vmax)
 
 
+# The per-channel mean and standard deviation (of [0, 1] pixels) OpenAI's CLIP was trained with.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _normalize(image, rng, mean=CLIP_MEAN, std=CLIP_STD) -> np.ndarray:
+  """uint8 [0, 255] -> float32 (x / 255 - mean) / std per channel (default: CLIP's)."""
+  del rng
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  return (image.astype(np.float32) / 255. - mean) / std
+
+
 def choice(inkey: str = "captions", outkey: str | None = None) -> Op:
   """Picks one element of the list example[inkey] uniformly at random."""
   def op(example, rng):
@@ -146,7 +158,9 @@ def choice(inkey: str = "captions", outkey: str | None = None) -> Op:
 def tokenize(max_len: int, inkey: str = "text", outkey: str = "labels",
              model: str = tok_lib.SHAPES_MODEL) -> Op:
   """Text -> int32 [max_len] ids, 0-padded, with the tokenizer `model` names: a sentencepiece
-  .model (lower-cased, EOS), 'clip' or a CLIP vocabulary (start/end of text); see tokenizer.get."""
+  .model (lower-cased, EOS), 'clip' or a CLIP vocabulary (start/end of text); see tokenizer.get.
+  In a training pipeline `max_len` and `model` default to the model's text length and the
+  config's input.tokenizer (see parse's `defaults`)."""
   tok = tok_lib.get(model)
 
   def op(example, rng):
@@ -187,6 +201,7 @@ OPS: dict[str, Callable[..., Op]] = {
     "inception_crop": _image_op(_inception_crop),
     "flip_lr": _image_op(_flip_lr),
     "value_range": _image_op(_value_range),
+    "normalize": _image_op(_normalize),
     "choice": choice,
     "tokenize": tokenize,
     "keep": keep,
@@ -233,9 +248,11 @@ def _parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
   return node.func.id, args, kwargs
 
 
-def parse(spec: str) -> Op:
+def parse(spec: str, **defaults: Any) -> Op:
   """Builds the pipeline `fn(example, rng) -> example` from an op string; a failing op raises
-  OpError (its cause chained)."""
+  OpError (its cause chained). `defaults` fill the arguments an op takes but the string leaves
+  out (the trainer passes `max_len` and the tokenizer `model`, so `tokenize` alone follows the
+  config)."""
   ops = []
   texts = split_ops(spec)
   for text in texts:
@@ -243,8 +260,15 @@ def parse(spec: str) -> Op:
     if name not in OPS:
       raise ValueError(f"unknown preprocessing op {name!r} in {text!r}; known ops: {sorted(OPS)}")
     factory = OPS[name]
+    signature = inspect.signature(factory)
     try:
-      inspect.signature(factory).bind(*args, **kwargs)
+      given = signature.bind_partial(*args, **kwargs).arguments
+      kwargs.update({k: v for k, v in defaults.items()
+                     if v is not None and k in signature.parameters and k not in given})
+    except TypeError:
+      pass  # Reported below, without the defaults.
+    try:
+      signature.bind(*args, **kwargs)
       ops.append(factory(*args, **kwargs))
     except TypeError as e:
       raise ValueError(f"bad arguments for preprocessing op {text!r}: {e}; "

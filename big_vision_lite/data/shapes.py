@@ -144,6 +144,35 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
               shape=o["shape"], color=o["color"], size=o["size"], position=o["position"])
 
 
+# Classification tasks on one-object images: the label is one attribute of the object.
+TASKS = ("shapes_shape", "shapes_color", "shapes_combo_heldout", "shapes_size",
+         "shapes_position")
+_ATTRIBUTE = {"shapes_shape": ("shape", SHAPES), "shapes_color": ("color", COLOR_NAMES),
+              "shapes_size": ("size", SIZE_NAMES), "shapes_position": ("position", POSITIONS)}
+
+
+def task_classnames(task: str) -> list[str]:
+  """The class names of a shapes classification task (TASKS)."""
+  if task == "shapes_combo_heldout":
+    return [f"{COLOR_NAMES[c]} {SHAPES[s]}" for s, c in HELDOUT_COMBOS]
+  if task not in _ATTRIBUTE:
+    raise ValueError(f"unknown shapes task {task!r}; known: {list(TASKS)}")
+  return list(_ATTRIBUTE[task][1])
+
+
+def draw_task(task: str, seed: int, split: str, index: int, image_size: int = 64):
+  """Example `index` of a classification task: (one-object example as `draw` returns, label).
+  The held-out combos task draws only the 16 held-out colour-shape pairs (any split)."""
+  if task == "shapes_combo_heldout":
+    ex = draw(seed, split, index, image_size, combos=HELDOUT_COMBOS, num_objects=1)
+    return ex, HELDOUT_COMBOS.index((ex["shape"], ex["color"]))
+  if task not in _ATTRIBUTE:
+    raise ValueError(f"unknown shapes task {task!r}; known: {list(TASKS)}")
+  combos = SEEN_COMBOS if split == "train" else ALL_COMBOS
+  ex = draw(seed, split, index, image_size, combos=combos, num_objects=1)
+  return ex, int(ex[_ATTRIBUTE[task][0]])
+
+
 def caption_corpus(seed: int = 0, num_examples: int = 20_000) -> list[str]:
   """Every caption phrasing of `num_examples` training examples (for training a tokenizer)."""
   out = []

@@ -152,16 +152,21 @@ class TarShards:
 
 
 class ShapesSource:
-  """The embedded shapes split as a finite random-access source of `size` examples."""
+  """The embedded shapes split as a finite random-access source of `size` examples: captioned
+  images, or with `task` (shapes.TASKS) one-object images and their class ('label')."""
 
   def __init__(self, split: str = "train", seed: int = 0, image_size: int = 64,
-               size: int = 1 << 20):
+               size: int = 1 << 20, task: str | None = None):
     self.split, self.seed, self.image_size, self.size = split, seed, image_size, size
+    self.task = task
 
   def __len__(self) -> int:
     return self.size
 
   def __getitem__(self, index: int) -> dict[str, Any]:
+    if self.task:
+      ex, label = shapes.draw_task(self.task, self.seed, self.split, int(index), self.image_size)
+      return {"image": ex["image"], "label": label}
     ex = shapes.draw(self.seed, self.split, int(index), self.image_size)
     return {"image": ex["image"], "captions": ex["captions"]}
 
@@ -188,9 +193,10 @@ class TfdsSource:
   into the features, e.g. 'captions/text' for coco_captions) name the fields."""
 
   def __init__(self, name: str, split: str = "train", data_dir: str | None = None,
-               image_key: str = "image", caption_key: str | None = None):
+               image_key: str = "image", caption_key: str | None = None,
+               label_key: str = "label"):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    self.name, self.split, self.data_dir = name, split, data_dir
+    self.name, self.split, self.data_dir, self.label_key = name, split, data_dir, label_key
     self.image_key, self.caption_key = image_key, caption_key
     where = data_dir or "the default data_dir (~/tensorflow_datasets)"
     hint = (f"prepare it with `python -m big_vision_lite.tools.prepare_tfds {name} --data_dir "
@@ -226,14 +232,15 @@ class TfdsSource:
       captions = lookup(record, self.caption_key)
       captions = [captions] if isinstance(captions, (str, bytes)) else list(captions)
       out["captions"] = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in captions]
-    if "label" in record:
-      out["label"] = record["label"]
+    if self.label_key and self.label_key.split("/")[0] in record:
+      out["label"] = lookup(record, self.label_key)
     return out
 
 
 def standardize(record: dict[str, Any]) -> dict[str, Any]:
-  """A raw record -> {'image', 'captions'}; BadRecord if either is missing or unreadable."""
-  if "captions" in record and "image" in record:
+  """A raw record -> {'image', 'captions'} (or {'image', 'label'} from a labelled source);
+  BadRecord if either is missing or unreadable."""
+  if "image" in record and ("captions" in record or "label" in record):
     return record
   image = next((record[e] for e in IMAGE_EXTS if e in record), None)
   if image is None:

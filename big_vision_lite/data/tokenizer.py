@@ -65,9 +65,11 @@ class Tokenizer(abc.ABC):
 
 
 class SentencePieceTokenizer(Tokenizer):
-  """A sentencepiece `.model`: lower-cased ids + EOS, truncated keeping EOS, 0-padded."""
+  """A sentencepiece `.model`: lower-cased ids + EOS, truncated keeping EOS, padded with `pad`
+  (0; big_vision's released SigLIP models were trained with 1, the EOS id)."""
 
-  def __init__(self, model: str = SHAPES_MODEL):
+  def __init__(self, model: str = SHAPES_MODEL, pad: int = PAD_ID):
+    self.pad = pad
     if not os.path.exists(model):
       raise TokenizerNotFound(
           f"sentencepiece model {model!r} not found: pass an existing .model file, or train one "
@@ -84,8 +86,8 @@ class SentencePieceTokenizer(Tokenizer):
     return self.sp.get_piece_size()
 
   def encode(self, texts: list[str], max_len: int) -> np.ndarray:
-    """Lower-cased token ids + EOS, truncated (keeping EOS last) and 0-padded: int32 [N, max_len]."""
-    out = np.full((len(texts), max_len), PAD_ID, np.int32)
+    """Lower-cased token ids + EOS, truncated (keeping EOS last) and padded: int32 [N, max_len]."""
+    out = np.full((len(texts), max_len), self.pad, np.int32)
     for i, ids in enumerate(self.sp.encode([t.lower() for t in texts])):
       ids = (ids[:max_len - 1] + [EOS_ID])
       out[i, :len(ids)] = ids
@@ -94,7 +96,7 @@ class SentencePieceTokenizer(Tokenizer):
   def decode(self, ids: np.ndarray) -> list[str]:
     """Inverse of `encode`, dropping padding and EOS: [N, L] -> N strings."""
     ids = np.asarray(ids)
-    return [self.sp.decode([int(t) for t in row if t not in (PAD_ID, EOS_ID)]) for row in ids]
+    return [self.sp.decode([int(t) for t in row if t not in (self.pad, EOS_ID)]) for row in ids]
 
 
 def clip_clean(text: str) -> str:
@@ -196,7 +198,14 @@ class ClipTokenizer(Tokenizer):
 @functools.lru_cache(maxsize=8)
 def get(spec: str = SHAPES_MODEL) -> Tokenizer:
   """A cached tokenizer for `spec`: a sentencepiece `.model` path, `'clip'` (CLIP's BPE), or a
-  CLIP-style vocabulary: merges `.txt.gz` or `tokenizer.json`."""
+  CLIP-style vocabulary: merges `.txt.gz` or `tokenizer.json`. A sentencepiece spec may end in
+  `:pad=ID` to pad with ID instead of 0 (`/data/c4_en.model:pad=1` for SigLIP's models)."""
+  path, sep, option = spec.rpartition(":pad=")
+  if sep:
+    if not path.endswith(".model") or not option.isdigit():
+      raise TokenizerError(f"tokenizer {spec!r}: `:pad=ID` goes after a sentencepiece .model path, "
+                           "e.g. /data/c4_en.model:pad=1")
+    return SentencePieceTokenizer(path, pad=int(option))
   if spec == "clip":
     return ClipTokenizer(CLIP_VOCAB)
   if spec.endswith(".model"):

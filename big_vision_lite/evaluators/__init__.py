@@ -1,4 +1,5 @@
-"""Evaluators: zero-shot classification, image-text retrieval, few-shot and linear probes.
+"""Evaluators: zero-shot classification, image-text retrieval, few-shot and linear probes, and
+a trained classifier's accuracy.
 
 `config.evals.<name> = dict(type=..., every_steps=..., **options)`; `type` names a class in
 EVALUATORS, built as `cls(embedder, **options)`: each class's constructor signature (typed,
@@ -10,6 +11,7 @@ import inspect
 
 from big_vision_lite.config import ConfigError
 from big_vision_lite.evaluators.base import Evaluator
+from big_vision_lite.evaluators.classify import Classify
 from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.evaluators.fewshot import FewShot
 from big_vision_lite.evaluators.linear_probe import LinearProbe
@@ -17,7 +19,7 @@ from big_vision_lite.evaluators.retrieval import Retrieval
 from big_vision_lite.evaluators.zeroshot import ZeroShot
 
 EVALUATORS: dict[str, type[Evaluator]] = {
-    cls.kind: cls for cls in (ZeroShot, Retrieval, FewShot, LinearProbe)}
+    cls.kind: cls for cls in (ZeroShot, Retrieval, FewShot, LinearProbe, Classify)}
 
 
 def make_evaluators(evals_config, embedder: Embedder | None,

@@ -17,8 +17,7 @@ import numpy as np
 from big_vision_lite.data import ops, shapes, sources
 
 # One object per image; the label is the attribute the task names.
-SHAPES_CLASSIFICATION = ("shapes_shape", "shapes_color", "shapes_combo_heldout", "shapes_size",
-                         "shapes_position")
+SHAPES_CLASSIFICATION = shapes.TASKS
 SHAPES_SIZE = 512  # Default number of examples drawn from a shapes split.
 
 
@@ -122,21 +121,6 @@ class EvalSet:
   classnames: list[str] | None = None
 
 
-# Task -> (the attribute of shapes.draw's first object that is the label, class names).
-_SHAPES_ATTRIBUTES = {
-    "shapes_shape": ("shape", shapes.SHAPES), "shapes_color": ("color", shapes.COLOR_NAMES),
-    "shapes_size": ("size", shapes.SIZE_NAMES), "shapes_position": ("position", shapes.POSITIONS),
-}
-
-
-def _shapes_examples(task: str, split: str, seed: int, indices: range, image_size: int):
-  if task == "shapes":  # Captioned images: the split's own mix of one and two objects.
-    return [shapes.draw(seed, split, i, image_size) for i in indices]
-  combos = shapes.HELDOUT_COMBOS if task == "shapes_combo_heldout" else shapes.ALL_COMBOS
-  return [shapes.draw(seed, split, i, image_size, combos=combos, num_objects=1)  # One object.
-          for i in indices]
-
-
 def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int | None = None,
                image_size: int = 64) -> EvalSet:
   """A shapes classification task (SHAPES_CLASSIFICATION) or 'shapes' (captions)."""
@@ -147,21 +131,19 @@ def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int 
     raise ValueError(f"unknown shapes split {split!r}; known: {list(shapes.SPLITS)}")
   total = num_examples or SHAPES_SIZE
   local = process_range(total)
-  examples = _shapes_examples(task, split, seed, local, image_size)
+  if task == "shapes":  # Captioned images: the split's own mix of one and two objects.
+    examples = [shapes.draw(seed, split, i, image_size) for i in local]
+  else:
+    examples, labels = zip(*[shapes.draw_task(task, seed, split, i, image_size)
+                             for i in local]) if len(local) else ((), ())
   images = (np.stack([e["image"] for e in examples]) if examples
             else np.zeros((0, image_size, image_size, 3), np.uint8))
   out = EvalSet(total, local.start, images)
   if task == "shapes":
     out.captions = [e["captions"] for e in examples]
-  elif task == "shapes_combo_heldout":
-    index = {c: i for i, c in enumerate(shapes.HELDOUT_COMBOS)}
-    out.labels = np.array([index[(e["shape"], e["color"])] for e in examples], np.int64)
-    out.classnames = [f"{shapes.COLOR_NAMES[c]} {shapes.SHAPES[s]}"
-                      for s, c in shapes.HELDOUT_COMBOS]
   else:
-    key, names = _SHAPES_ATTRIBUTES[task]
-    out.labels = np.array([e[key] for e in examples], np.int64)
-    out.classnames = list(names)
+    out.labels = np.array(labels, np.int64)
+    out.classnames = shapes.task_classnames(task)
   return out
 
 
@@ -182,14 +164,26 @@ def tfds_set(dataset: str, split: str, *, pp: str, data_dir: str | None = None,
       caps = [caps] if isinstance(caps, (str, bytes)) else list(caps)
       out.captions.append([c.decode() if isinstance(c, bytes) else str(c) for c in caps])
   else:
-    feature = sources.lookup(src.info.features, label_key)
-    names = getattr(feature, "names", None)
-    if not names:
-      raise ValueError(f"{dataset}: feature {label_key!r} is not a ClassLabel with names; set "
-                       "label_key to the class label feature")
-    out.classnames = [n.replace("_", " ") for n in names]
+    out.classnames = _label_names(src, label_key)
     out.labels = LazyLabels(src.source, local, label_key, f"{dataset}[{split}]")
   return out
+
+
+def _label_names(src: sources.TfdsSource, label_key: str) -> list[str]:
+  feature = sources.lookup(src.info.features, label_key)
+  names = getattr(feature, "names", None)
+  if not names:
+    raise ValueError(f"{src.name}: feature {label_key!r} is not a ClassLabel with names; set "
+                     "label_key to the class label feature")
+  return [n.replace("_", " ") for n in names]
+
+
+def classnames(dataset: str, split: str = "train", data_dir: str | None = None,
+               label_key: str = "label") -> list[str]:
+  """The class names of a shapes task, or of a tfds dataset's label feature ('_' read as ' ')."""
+  if dataset.startswith("shapes"):
+    return shapes.task_classnames(dataset)
+  return _label_names(sources.TfdsSource(dataset, split, data_dir=data_dir), label_key)
 
 
 def load(dataset: str, *, split: str | None = None, kind: str, image_size: int = 64,
@@ -206,3 +200,14 @@ def load(dataset: str, *, split: str | None = None, kind: str, image_size: int =
                   data_dir=data_dir, num_examples=num_examples, image_key=image_key,
                   label_key=label_key if kind == "labels" else None,
                   caption_key=caption_key if kind == "captions" else None)
+
+
+def load_train_and_test(dataset: str, *, train_split: str | None, split: str | None,
+                        num_train_examples: int | None, num_examples: int | None,
+                        **kw) -> tuple[EvalSet, EvalSet]:
+  """A probe's labelled sets: the first `num_train_examples` of `train_split` (default: shapes'
+  'validation', a tfds dataset's 'train') and the first `num_examples` of `split`."""
+  default_train = "validation" if dataset.startswith("shapes") else "train"
+  return (load(dataset, split=train_split or default_train, kind="labels",
+               num_examples=num_train_examples, **kw),
+          load(dataset, split=split, kind="labels", num_examples=num_examples, **kw))

@@ -17,7 +17,7 @@ from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import loader, ops
 from big_vision_lite.distributed import gather_rows
 
-REPRESENTATIONS = ("embedding", "pre_logits")
+REPRESENTATIONS = ("embedding", "pre_logits", "logits")  # logits: a classifier's
 
 
 def _local_rows(out: jax.Array) -> np.ndarray:
@@ -40,7 +40,8 @@ class Embedder:
 
     def image(params, x, representation):
       z, _, aux = apply(params, x, None)
-      return z if representation == "embedding" else aux["img"]["pre_logits"]
+      return {"embedding": z, "pre_logits": aux["img"]["pre_logits"],
+              "logits": aux.get("logits")}[representation]
 
     # Outputs stay split like the batch: each process reads back only its own rows.
     self._image = jax.jit(image, static_argnums=2, out_shardings=self.sharding)

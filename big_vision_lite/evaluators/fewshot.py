@@ -65,12 +65,10 @@ class FewShot(Evaluator):
                data_dir: str | None = None, image_key: str = "image", label_key: str = "label"):
     self.embedder, self.dataset, self.representation = embedder, dataset, representation
     self.shots, self.seeds, self.holdout = tuple(shots), seeds, holdout_per_class
-    default_train = "validation" if dataset.startswith("shapes") else "train"
-    kw = dict(kind="labels", image_size=image_size, pp=pp, seed=seed, data_dir=data_dir,
-              image_key=image_key, label_key=label_key)
-    self.train_set = data.load(dataset, split=train_split or default_train,
-                               num_examples=num_train_examples, **kw)
-    self.eval_set = data.load(dataset, split=split, num_examples=num_examples, **kw)
+    self.train_set, self.eval_set = data.load_train_and_test(
+        dataset, train_split=train_split, split=split, num_train_examples=num_train_examples,
+        num_examples=num_examples, image_size=image_size, pp=pp, seed=seed, data_dir=data_dir,
+        image_key=image_key, label_key=label_key)
 
   def embed(self, params) -> dict[str, np.ndarray]:
     """Pool and test representations with their labels."""

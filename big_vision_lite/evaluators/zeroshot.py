@@ -18,6 +18,24 @@ def classifier_weights(text_embeddings: np.ndarray, num_classes: int) -> np.ndar
   return w / np.linalg.norm(w, axis=-1, keepdims=True)
 
 
+def prompt_tokens(dataset: str, classnames: Sequence[str], templates: Sequence[str],
+                  canonicalize: bool, tokenizer: str, max_len: int
+                  ) -> tuple[list[str], np.ndarray]:
+  """Every class's prompts, class-major, and their tokens [C * T, max_len]."""
+  post = shapes.with_articles if dataset.startswith("shapes") else (lambda s: s)
+  if canonicalize:
+    post = lambda s, f=post: prompts.canonicalize(f(s))
+  texts = prompts.render(tuple(templates), list(classnames), post)
+  return texts, tok_lib.get(tokenizer).encode(texts, max_len)
+
+
+def class_embeddings(embedder: Embedder, params, tokens: np.ndarray, num_classes: int
+                     ) -> np.ndarray:
+  """The zero-shot classifier [C, E]: each class's renormalised mean prompt embedding (every
+  process embeds its share of the prompts)."""
+  return classifier_weights(embedder.texts(params, data.local_share(tokens)), num_classes)
+
+
 class ZeroShot(Evaluator):
   """Zero-shot top-1/top-5/mean per-class recall on a shapes task or a tfds classification set.
 
@@ -46,18 +64,15 @@ class ZeroShot(Evaluator):
       raise ValueError(f"{dataset} has {len(self.eval_set.classnames)} classes, but "
                        f"{len(self.classnames)} class names were given")
     self.templates = prompts.templates_for(dataset, templates)
-    post = shapes.with_articles if dataset.startswith("shapes") else (lambda s: s)
-    if canonicalize:
-      post = lambda s, f=post: prompts.canonicalize(f(s))
-    self.prompts = prompts.render(self.templates, self.classnames, post)
-    self.tokens = tok_lib.get(tokenizer).encode(self.prompts, max_len)
+    self.prompts, self.tokens = prompt_tokens(dataset, self.classnames, self.templates,
+                                              canonicalize, tokenizer, max_len)
 
   def embed(self, params) -> dict[str, np.ndarray]:
     """Image embeddings [N, E], their labels [N], class classifiers [C, E] (dataset order)."""
-    prompt_embeddings = self.embedder.texts(params, data.local_share(self.tokens))
     return {"image_embeddings": self.embedder.images(params, self.eval_set.images),
             "labels": gather_rows(self.eval_set.labels),
-            "class_embeddings": classifier_weights(prompt_embeddings, len(self.classnames)),
+            "class_embeddings": class_embeddings(self.embedder, params, self.tokens,
+                                                 len(self.classnames)),
             "classnames": np.array(self.classnames)}
 
   def metrics(self, emb: dict[str, np.ndarray]) -> dict[str, float]:

@@ -42,6 +42,10 @@ class TwoTowers(nn.Module):
 
   Returns (zimg [B, E] or None, ztxt [B, E] or None, aux) where aux holds `t` = exp(t'),
   `b` (0 when the bias is disabled) and each tower's intermediate outputs.
+
+  With `classes` set the model is an image classifier instead: the image tower and a linear
+  head (`classifier`) on its L2-normalised embedding, aux['logits'] [B, classes]; no text tower,
+  no t or b.
   """
 
   image: dict[str, Any]
@@ -50,6 +54,7 @@ class TwoTowers(nn.Module):
   temperature_init: float = 10.0
   bias_init: float | None = None
   dtype_mm: str = "float32"
+  classes: int | None = None
 
   def _towers(self) -> tuple[ViT | ResNet, TextTransformer]:
     if self.dtype_mm not in DTYPES:
@@ -61,19 +66,26 @@ class TwoTowers(nn.Module):
     return (tower(**{"num_classes": dims[0], "dtype_mm": dtype, **image}, name="img"),
             TextTransformer(**{"num_classes": dims[1], "dtype_mm": dtype, **self.text}, name="txt"))
 
-  def example_inputs(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  def example_inputs(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Zero images [batch, S, S, 3] and tokens [batch, L] at the towers' image_size and max_len
-    (what `init` needs)."""
+    (what `init` needs; no tokens for a classifier)."""
     size, max_len = self.image.get("image_size"), self.text.get("max_len")
-    if not size or not max_len:
+    if not size or not (max_len or self.classes):
       raise ValueError("example_inputs needs model.image.image_size and model.text.max_len")
-    return np.zeros((batch, size, size, 3), np.float32), np.zeros((batch, max_len), np.int32)
+    images = np.zeros((batch, size, size, 3), np.float32)
+    return images, None if self.classes else np.zeros((batch, max_len), np.int32)
 
   @nn.compact
   def __call__(self, image: jax.Array | None, text: jax.Array | None):
     img_tower, txt_tower = self._towers()
     out = {}
     zimg = ztxt = None
+    if self.classes:
+      zimg, out["img"] = img_tower(image)
+      zimg = l2_normalize(zimg)
+      out["logits"] = nn.Dense(self.classes, kernel_init=nn.initializers.zeros,
+                               name="classifier")(zimg)  # [B, classes] float32
+      return zimg, None, out
     if image is not None:
       zimg, out["img"] = img_tower(image)
       zimg = l2_normalize(zimg)

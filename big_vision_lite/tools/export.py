@@ -7,19 +7,20 @@ The model config is the run's DIR/config.json; the parameters are those of the n
 names, as `big_vision.utils.load_params` reads); 'safetensors' writes open_clip's CLIP state dict
 (float32), for models whose architecture open_clip has (class-token ViT with ln_pre and
 bias-free projections, or the ResNet tower). Either loads back with
-`big_vision_lite.weights.load_params`.
+`big_vision_lite.weights.load_params`. LoRA adapters of the run are merged into their kernels
+first, so the exported model is a plain one.
 """
 
 import argparse
 import os
-import sys
 
 import jax
 import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import errors, weights
+from big_vision_lite import job, weights
+from big_vision_lite.models import lora
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -34,17 +35,17 @@ def main(argv: list[str] | None = None) -> str:
   if not os.path.exists(config_path):
     raise config_lib.ConfigError(f"{config_path} not found: --workdir must be a training run's "
                                  "workdir")
-  model_config = config_lib.from_json(config_path).model.to_dict()
+  config = config_lib.from_json(config_path)
   params = ckpt_lib.restore_params(os.path.join(args.workdir, "checkpoints"), args.step)
-  weights.export(params, model_config, args.output, args.format)
+  merged = ""
+  if lora.KEY in params:  # Adapters folded into their kernels: the export is a plain model.
+    merged = f", {lora.count(params) / 1e6:.3f}M LoRA parameters merged"
+    params = lora.merge(params, config.lora.alpha)
+  weights.export(params, config.model.to_dict(), args.output, args.format)
   count = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))
-  print(f"wrote {args.output} ({args.format}, {count / 1e6:.2f}M parameters)")
+  print(f"wrote {args.output} ({args.format}, {count / 1e6:.2f}M parameters{merged})")
   return args.output
 
 
 if __name__ == "__main__":
-  try:
-    main()
-  except (errors.Error, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+  job.run(main)

@@ -1,0 +1,14 @@
+"""OpenAI CLIP ViT-L/14: the released model's towers, resolution, preprocessing and tokenizer.
+
+  python -m big_vision_lite.evaluate --config 'configs/pretrained/clip_l14.py:init=/path/to/open_clip_model.safetensors' --evals imagenet
+
+Weights and tokenizer: see big_vision_lite/pretrained.py (RELEASED['clip_l14']) and the README's
+"Pretrained models". Without an argument the config still loads; pass --config.model_init=PATH
+(and --config.input.tokenizer=PATH for SigLIP) instead.
+"""
+
+from big_vision_lite import pretrained
+
+
+def get_config(arg: str | None = None):
+  return pretrained.config("clip_l14", arg)

@@ -1,0 +1,107 @@
+"""Released models: configs/pretrained build the released architectures; every reference fixture
+loads through config.model_init to the reference's embeddings; init -> train -> export -> reload
+-> evaluate end to end."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from big_vision_lite import checkpoint as ckpt_lib
+from big_vision_lite import config as config_lib
+from big_vision_lite import evaluate, job, metrics, pretrained, pytree, train, weights
+from big_vision_lite.tools import export as export_tool
+from tests.test_train import CONFIG, ROOT, TINY
+from tests.test_weights import DATA, _big_vision_config, _fixture, _open_clip_config
+
+# Parameter counts of the released models (open_clip's results table, in millions).
+PUBLISHED_PARAMS_M = {"siglip_b16_224": 203.16, "siglip_b16_256": 203.20,
+                      "siglip_so400m14_384": 877.96, "clip_b32": 151.28, "clip_b16": 149.62,
+                      "clip_l14": 427.62, "clip_rn50": 102.01}
+
+
+def _abstract_params(cfg):
+  model = job.build_model(cfg)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), *model.example_inputs()))["params"]
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.RELEASED))
+def test_pretrained_configs_build_the_released_architectures(name):
+  path = os.path.join(ROOT, "configs", "pretrained", f"{name}.py")
+  cfg = config_lib.from_args(path)  # Loads without arguments.
+  config_lib.validate(cfg, 1)
+  count = sum(x.size for x in jax.tree.leaves(_abstract_params(cfg)))
+  assert round(count / 1e6, 2) == PUBLISHED_PARAMS_M[name]
+  given = config_lib.from_args(path + ":init=/w/model.bin,tokenizer=/t/spm.model")
+  assert given.model_init == "/w/model.bin"
+  if name.startswith("siglip"):
+    assert given.input.tokenizer == "/t/spm.model:pad=1"  # SigLIP pads with 1.
+  assert sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(
+      ROOT, "configs", "pretrained", "*.py"))) == sorted(pretrained.RELEASED)
+
+
+FIXTURES = [  # (checkpoint, its reference outputs, our model config)
+    ("bv_siglip.npz", "bv_siglip_io.npz", lambda io: _big_vision_config(io["config"])),
+    ("bv_siglip_bare.npz", "bv_siglip_io.npz", lambda io: _big_vision_config(io["config"])),
+    ("bv_siglip_scan.npz", "bv_siglip_scan_io.npz", lambda io: _big_vision_config(io["config"])),
+    ("bv_siglip.npz", "bv_siglip_resample_io.npz",
+     lambda io: _big_vision_config(io["config"], image_size=48)),
+    ("oc_vit.safetensors", "oc_vit_io.npz", lambda io: _open_clip_config(io["config"], False)),
+    ("oc_vit_bias.safetensors", "oc_vit_bias_io.npz",
+     lambda io: _open_clip_config(io["config"], True)),
+    ("oc_resnet.safetensors", "oc_resnet_io.npz",
+     lambda io: _open_clip_config(io["config"], False)),
+]
+
+
+@pytest.mark.parametrize("ckpt,io_name,model", FIXTURES, ids=[f[0] + ":" + f[1] for f in FIXTURES])
+def test_each_fixture_loads_through_model_init_to_the_reference_embeddings(ckpt, io_name, model):
+  io = _fixture(io_name)
+  cfg = config_lib.from_args(CONFIG, overrides={"model": model(io),
+                                                "model_init": os.path.join(DATA, ckpt)})
+  fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _abstract_params(cfg))
+  params = job.load_model_init(cfg, fresh)
+  zimg, ztxt, _ = jax.jit(job.build_model(cfg).apply)({"params": params}, io["images"],
+                                                      io["texts"])
+  np.testing.assert_allclose(zimg, io["img_emb"], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(ztxt, io["txt_emb"], atol=1e-5, rtol=0)
+
+
+def test_init_train_export_reload_evaluate(tmp_path):
+  """open_clip weights -> 20 steps on shapes -> safetensors -> bit-identical reload ->
+  standalone evaluation of the exported file equals the in-training figures."""
+  io = _fixture("oc_vit_io.npz")
+  model = _open_clip_config(io["config"], False)
+  run = tmp_path / "run"
+  overrides = [f"--config.model={model!r}", "--config.loss=softmax",
+               f"--config.model_init={os.path.join(DATA, 'oc_vit.safetensors')}",
+               "--config.total_steps=20", "--config.ckpt_steps=20", "--config.lr=1e-4",
+               "--config.log_training_steps=10", "--config.evals.fewshot.shots=(1, 2)"]
+  results = train.main(["--config", CONFIG, "--workdir", str(run)] + TINY + overrides)
+  first = metrics.read(str(run))[0]
+  assert np.isfinite(first["train/loss"])
+  out = tmp_path / "model.safetensors"
+  export_tool.main(["--workdir", str(run), "--format", "safetensors", "--output", str(out)])
+  cfg = config_lib.from_json(str(run / "config.json"))
+  trained = ckpt_lib.restore_params(str(run / "checkpoints"))
+  reloaded = weights.load_params(str(out), cfg.model.to_dict())
+  for (name, a), (_, b) in zip(pytree.named_leaves(trained), pytree.named_leaves(reloaded)):
+    np.testing.assert_array_equal(a, b, err_msg=name)
+  # Training started from the open_clip weights: 20 small steps moved every matrix a little.
+  start = weights.load_params(os.path.join(DATA, "oc_vit.safetensors"), cfg.model.to_dict())
+  for (name, a), (_, b) in zip(pytree.named_leaves(trained), pytree.named_leaves(start)):
+    if name.endswith("/kernel"):
+      assert 0 < np.abs(a - b).max() < 0.05, name
+  # The exported file evaluated on its own (no checkpoint, no workdir) gives the same figures.
+  standalone = evaluate.main(["--config", str(run / "config.json"),
+                              f"--config.model_init={out}"])
+  assert standalone == results
+
+
+def test_readme_lists_the_released_models():
+  from big_vision_lite.tools import readme_tables  # pylint: disable=import-outside-toplevel
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  assert readme_tables.block(readme, "pretrained-table") == pretrained.markdown_table(), (
+      "README table of released models is stale: run `python -m big_vision_lite.tools.readme_tables`")
