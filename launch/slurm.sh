@@ -15,4 +15,4 @@ set -euo pipefail
 config=${1:?usage: sbatch launch/slurm.sh CONFIG WORKDIR [overrides...]}
 workdir=${2:?usage: sbatch launch/slurm.sh CONFIG WORKDIR [overrides...]}
 shift 2
-srun --kill-on-bad-exit=1 python -m big_vision_lite.train --config "$config" --workdir "$workdir" "$@"
+exec srun --kill-on-bad-exit=1 python -m big_vision_lite.train --config "$config" --workdir "$workdir" "$@"
