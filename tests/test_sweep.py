@@ -200,20 +200,55 @@ def test_slots_pin_cores_and_cap_threads(tmp_path):
   assert runner.make_slots(1) == [runner.Slot(0)] and runner.Slot(0).env() == {}
 
 
+def test_gpu_slots_split_the_visible_gpus(monkeypatch, capsys):
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
+  assert [s.env() for s in runner.make_slots(2)] == [{"CUDA_VISIBLE_DEVICES": "3,5"},
+                                                     {"CUDA_VISIBLE_DEVICES": "6,7"}]
+  assert [s.gpus for s in runner.make_slots(3, "gpu")] == [("3",), ("5",), ("6",)]
+  assert "4 GPUs do not split evenly into 3; 1 stay idle" in capsys.readouterr().out
+  with pytest.raises(sweep_lib.SweepError, match="needs at least 5 GPUs; 4 visible"):
+    runner.make_slots(5)
+  if len(os.sched_getaffinity(0)) >= 2:  # Told to split the CPU instead.
+    assert all(s.cores for s in runner.make_slots(2, "cpu"))
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+  with pytest.raises(sweep_lib.SweepError, match="--platform gpu: no GPU found"):
+    runner.make_slots(2, "gpu")
+
+
+def test_eta_from_finished_runs_or_the_pace_of_running_ones(tmp_path):
+  writer = metrics.Writer(str(tmp_path), tensorboard=False)
+  writer.write(50, {"train/loss": 1.0})
+  now = time.time()
+  running = runner._Running({"total_steps": 100}, runner.Slot(0), None, now - 10.0,
+                            str(tmp_path), 0)
+  assert running.projection(now) == pytest.approx((10.0, 20.0))
+  # 2 waiting runs of 20 s (projected) + 10 s left, over 2 slots; then with a finished run's 30 s.
+  assert runner._eta([], [running], 2, 2, now) == pytest.approx(25.0)
+  assert runner._eta([30.0], [running], 2, 2, now) == pytest.approx(35.0)
+  resumed = runner._Running({"total_steps": 100}, runner.Slot(0), None, now - 10.0,
+                            str(tmp_path), 50)
+  assert resumed.projection(now) is None and runner._eta([], [resumed], 1, 1, now) is None
+  assert runner._eta([30.0], [resumed], 0, 1, now) == pytest.approx(20.0)
+
+
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory, jax_cache):
   """A 2 x 2-run sweep (two initial temperatures, two seeds) run with --parallel 2."""
   tmp = tmp_path_factory.mktemp("sweep")
   spec = _sweep_file(tmp / "tiny.py", TEMPERATURES, jax_cache, seeds=(0, 1))
   directory = str(tmp / "out")
-  start = time.time()
-  code = cli.main([spec, "--workdir", directory, "--parallel", "2"])
-  return spec, directory, code, time.time() - start
+  out = subprocess.run([sys.executable, "-m", "big_vision_lite.sweep", spec, "--workdir",
+                        directory, "--parallel", "2"], env=dict(os.environ, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=600)
+  return spec, directory, out
 
 
 def test_local_sweep_runs_in_parallel_and_skips_finished_runs(finished_sweep, capsys):
-  spec, directory, code, _ = finished_sweep
-  assert code == 0
+  spec, directory, out = finished_sweep
+  assert out.returncode == 0, out.stdout + out.stderr
+  if len(os.sched_getaffinity(0)) >= 2:
+    assert "4 runs: 0 finished, 4 to run, 2 at a time (core" in out.stdout
+  assert re.search(r"4/4 done, 0 running, 0 failed, 0 waiting \| ETA 0s\nfinished 4/4", out.stdout)
   names = ["temperature_init=10,seed=0", "temperature_init=10,seed=1",
            "temperature_init=5,seed=0", "temperature_init=5,seed=1"]
   assert sorted(d for d in os.listdir(directory) if "=" in d) == names
@@ -247,7 +282,7 @@ def test_local_sweep_runs_in_parallel_and_skips_finished_runs(finished_sweep, ca
 
 
 def test_report_of_the_sweep(finished_sweep, tmp_path):
-  _, directory, _, _ = finished_sweep
+  _, directory, _ = finished_sweep
   written = report.main([directory, "--out", str(tmp_path)])
   assert sorted(os.path.basename(w) for w in written) == [
       "curves.png", "metrics.png", "results.csv", "results.md"]

@@ -40,7 +40,7 @@ from big_vision_lite.config import ConfigError
 
 __all__ = ["Sweep", "Product", "product", "Named", "named", "Run", "load", "expand", "axes_of",
            "render", "short_names", "config_arg", "trainer_command", "Status", "run_status",
-           "attempts", "record_attempt", "describe_exit", "config_differences", "flatten",
+           "attempts", "last_step", "record_attempt", "describe_exit", "config_differences", "flatten",
            "write_manifest", "read_manifest", "MANIFEST", "LOG", "SweepError"]
 
 MANIFEST = "sweep.json"
@@ -334,7 +334,8 @@ class Status:
   checkpoint: int | None = None  # The newest committed checkpoint: where a resume starts.
 
 
-def _last_step(run_dir: str) -> int | None:
+def last_step(run_dir: str) -> int | None:
+  """The last step in the run's metrics.jsonl (None: no rows yet, or unreadable)."""
   if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
     return None
   try:
@@ -362,7 +363,7 @@ def attempts(run_dir: str) -> list[dict[str, Any]]:
 def run_status(run_dir: str, total_steps: int) -> Status:
   """A run is finished only if done.json (written after the trainer exited 0) says so for
   this run length and metrics.jsonl does reach the final step."""
-  step = _last_step(run_dir)
+  step = last_step(run_dir)
   tries = attempts(run_dir)
   seconds = sum(a.get("seconds", 0.0) for a in tries)
   checkpoint = ckpt_lib.Checkpointer(os.path.join(run_dir, "checkpoints")).latest_step()
@@ -402,7 +403,7 @@ def record_attempt(run_dir: str, total_steps: int, exit_code: int, seconds: floa
   trainer exited 0 and its metrics reach the final step, writes done.json. Returns the run's
   status afterwards."""
   reason = ""
-  step = _last_step(run_dir)
+  step = last_step(run_dir)
   if exit_code == 0 and step != total_steps:
     # The trainer believes it finished, but the metrics cannot show it: never call it done.
     reason = (f"the trainer exited 0 but {run_dir}/metrics.jsonl ends at step {step}, not "

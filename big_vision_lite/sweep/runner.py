@@ -222,6 +222,17 @@ class _Running:
   slot: Slot
   proc: subprocess.Popen
   started: float
+  run_dir: str
+  start_step: int  # Where this attempt started (its checkpoint).
+
+  def projection(self, now: float) -> tuple[float, float] | None:
+    """(seconds left, seconds a whole run takes) at this attempt's pace so far, or None
+    before its first logged step."""
+    step = sweep_lib.last_step(self.run_dir) or 0
+    if step <= self.start_step:
+      return None
+    per_step = (now - self.started) / (step - self.start_step)
+    return per_step * (self.run["total_steps"] - step), per_step * self.run["total_steps"]
 
 
 def _reap(proc: subprocess.Popen) -> tuple[int, float] | None:
@@ -235,13 +246,22 @@ def _reap(proc: subprocess.Popen) -> tuple[int, float] | None:
 
 def _eta(durations: list[float], running: list[_Running], pending: int, slots: int,
          now: float) -> float | None:
-  """Seconds left: a finished run's mean duration for each run still to go, less what the
-  running ones have done, shared over the slots."""
-  if not durations:
-    return None
-  mean = sum(durations) / len(durations)
-  work = mean * pending + sum(max(mean - (now - r.started), 0.0) for r in running)
-  return work / slots
+  """Seconds left: every waiting run takes the finished runs' mean duration (before one has
+  finished: what the running ones project), the running ones what their pace projects; the
+  work is shared over the slots. None until there is anything to go by."""
+  projections = [r.projection(now) for r in running]
+  mean = sum(durations) / len(durations) if durations else None
+  if mean is None:
+    whole = [p[1] for p in projections if p]
+    if pending and not whole:
+      return None
+    mean = sum(whole) / len(whole) if whole else 0.0
+  left = 0.0
+  for r, p in zip(running, projections):
+    if p is None and not durations:
+      return None
+    left += p[0] if p else max(mean - (now - r.started), 0.0)
+  return (left + mean * pending) / slots
 
 
 def run_local(directory: str, manifest: dict[str, Any], slots: list[Slot],
@@ -274,7 +294,7 @@ def run_local(directory: str, manifest: dict[str, Any], slots: list[Slot],
     eta = _eta(durations, list(running.values()), len(todo), len(slots), now)
     print(f"[{_now()}] {done}/{total} done, {len(running)} running, {len(failed)} failed, "
           f"{len(todo)} waiting | ETA "
-          f"{metrics.format_duration(eta) if eta is not None else '(after the first run)'}",
+          f"{metrics.format_duration(eta) if eta is not None else '(after the first logged step)'}",
           flush=True)
 
   with _Stop() as stop:
@@ -285,9 +305,9 @@ def run_local(directory: str, manifest: dict[str, Any], slots: list[Slot],
         command = sweep_lib.trainer_command(run_dir, manifest["config"], run["argv"], python)
         proc = launch(command, merge_env(os.environ, env, slot.env()),
                       os.path.join(run_dir, sweep_lib.LOG), slot.cores)
-        running[run["name"]] = _Running(run, slot, proc, time.time())
-        stop.processes[run["name"]] = proc
         checkpoint = status[run["name"]].checkpoint
+        running[run["name"]] = _Running(run, slot, proc, time.time(), run_dir, checkpoint or 0)
+        stop.processes[run["name"]] = proc
         resumed = f" (resuming from step {checkpoint})" if checkpoint else ""
         print(f"[{_now()}] start {run['name']} on {slot.describe()}{resumed}", flush=True)
       time.sleep(poll_sec)
