@@ -163,14 +163,33 @@ def test_full_scale_sweeps_dry_run(capsys, tmp_path):
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
 
-@pytest.mark.parametrize("name", ["siglip_bias_temperature.py", "siglip_loss_batch.py",
-                                  "siglip_chunked.py"])
-def test_laptop_sweeps_expand(name):
-  sweep = sweep_lib.load(os.path.join(SWEEPS, name))
+def test_laptop_sweeps():
+  """The shipped laptop ablations: their grids, run lengths and derived keys."""
+  load = lambda name: sweep_lib.expand(sweep_lib.load(os.path.join(SWEEPS, name)))
+  runs = load("siglip_bias_temperature.py")
+  assert len(runs) == 6 * 3 and {r.total_steps for r in runs} == {500}
+  by_name = {r.name: r.config for r in runs}
+  assert by_name["bias_init=-log128,temperature_init=10,seed=2"].model.bias_init == \
+      pytest.approx(-math.log(128))
+  assert by_name["bias_init=none,temperature_init=10,seed=0"].model.bias_init is None
+  assert by_name["bias_init=0,temperature_init=1,seed=1"].model.temperature_init == 1.0
+
+  runs = load("siglip_loss_batch.py")
+  assert len(runs) == 2 * 4 * 3
+  for r in runs:  # The same examples seen at every batch size, the warmup a fixed share.
+    assert r.total_steps * r.config.batch_size == r.config.total_examples == 64_000
+    assert r.config.schedule.warmup_examples == 6_400
+    sigmoid = r.config.loss == "sigmoid"
+    assert r.config.model.bias_init == (pytest.approx(-math.log(r.config.batch_size))
+                                        if sigmoid else None)
+
+  sweep = sweep_lib.load(os.path.join(SWEEPS, "siglip_chunked.py"))
   runs = sweep_lib.expand(sweep)
-  assert len(sweep.seeds) >= 3 and len(runs) == len(sweep.seeds) * len(runs) // len(sweep.seeds)
-  assert all(r.config.input.data.name == "shapes" for r in runs)
-  assert all(m.startswith(("zeroshot/", "retrieval/", "fewshot/", "train/")) for m in sweep.metrics)
+  assert [r.config.loss for r in runs] == ["sigmoid"] * 3 + ["sigmoid_chunked"] * 3
+  assert {r.total_steps for r in runs} == {250}
+  assert sweep.env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+  assert sweep_lib.load(os.path.join(SWEEPS, "siglip_chunked.py:examples=1280,seeds=1")).seeds \
+      == (0,)
 
 
 # --- Running.

@@ -129,7 +129,7 @@ def write_csv(c: Collected, path: str) -> str:
 
 
 def write_markdown(c: Collected, rows: list[dict[str, Any]], path: str,
-                   pictures: list[str]) -> str:
+                   pictures: list[str], directory: str) -> str:
   m = c.manifest
   shorts = list(c.axes.values())
   vary_steps = len({r["steps"] for r in rows}) > 1
@@ -143,6 +143,9 @@ def write_markdown(c: Collected, rows: list[dict[str, Any]], path: str,
   if c.results:
     mean_min = sum(r.seconds for r in c.results) / len(c.results) / 60
     lines += [f"Mean wall time of a finished run: {mean_min:.1f} min."]
+  where = _relative(directory)
+  lines += ["", f"Runs: `python -m big_vision_lite.sweep {m['sweep']} --workdir {where}`; this "
+            f"report: `python -m big_vision_lite.sweep.report {where}`."]
   lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in rows:
     cells = list(row["labels"]) + ([str(row["steps"])] if vary_steps else [])
@@ -289,7 +292,7 @@ def write(directory: str, out: str | None = None,
   pictures = [p for p in pictures if p]
   written = [write_csv(c, os.path.join(out, "results.csv")),
              write_markdown(c, rows, os.path.join(out, "results.md"),
-                            [os.path.basename(p) for p in pictures])] + pictures
+                            [os.path.basename(p) for p in pictures], directory)] + pictures
   print(f"{len(c.results)} of {len(c.manifest['runs'])} runs finished" +
         (f"; missing: {', '.join(r['name'] for r, _ in c.missing)}" if c.missing else ""))
   for path in written:
