@@ -22,7 +22,7 @@ from big_vision_lite import losses, sharding  # noqa: E402
 
 def peak_bytes(name: str, num_devices: int, per_device_batch: int, dim: int) -> int:
   mesh = sharding.make_mesh(devices=jax.devices()[:num_devices])
-  fn = losses.make(name, mesh)
+  fn = losses.make_loss(name, mesh)
   emb = jax.ShapeDtypeStruct((per_device_batch * num_devices, dim), jnp.float32,
                              sharding=NamedSharding(mesh, P("data")))
   scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))

@@ -38,7 +38,7 @@ def main() -> None:
   batch = {k: jax.device_put(v, abstract[k].sharding) for k, v in batch_np.items()}
 
   total_steps, warmup_steps, _ = config_lib.durations(cfg)
-  _, abstract_state, init_fn, update = train.build(cfg, mesh, total_steps, warmup_steps)
+  _, abstract_state, init_fn, update, _ = train.build(cfg, mesh, total_steps, warmup_steps)
   update, flops = train.compile_update(cfg, mesh, update, abstract_state)
   state = init_fn(jax.random.key(0))
   for _ in range(2):

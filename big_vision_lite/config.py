@@ -165,6 +165,9 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   if cfg.batch_size % (accum * num_devices):
     raise ConfigError(f"config.grad_accum_steps={accum}: batch_size {cfg.batch_size} must be "
                       f"divisible by grad_accum_steps x devices = {accum * num_devices}")
+  if cfg.lora and any(cfg.model[t].get("scan") for t in ("image", "text")):
+    raise ConfigError("config.lora adapts unscanned towers: set model.image.scan and "
+                      "model.text.scan to False")
   durations(cfg)
 
 

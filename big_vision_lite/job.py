@@ -17,6 +17,7 @@ from big_vision_lite import distributed, errors, evaluators
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import tokenizer as tok_lib
 from big_vision_lite.evaluators.embedder import Embedder
+from big_vision_lite.models import lora
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -54,6 +55,13 @@ def build_model(config: ml_collections.ConfigDict) -> TwoTowers:
   return TwoTowers(**config.model.to_dict())
 
 
+def apply_fn(config: ml_collections.ConfigDict, model: TwoTowers) -> Callable:
+  """The forward pass `(params, images or None, tokens or None) -> (zimg, ztxt, aux)`, with the
+  LoRA adapters in `params['lora']` applied when the config has them."""
+  alpha = config.lora.alpha if config.lora else 0.0
+  return lambda params, images, texts: lora.apply(model, params, images, texts, alpha=alpha)
+
+
 def tokenizer_spec(config: ml_collections.ConfigDict) -> str:
   return config.input.tokenizer or tok_lib.SHAPES_MODEL
 
@@ -77,7 +85,7 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
     if unknown:
       raise config_lib.ConfigError(f"--evals {unknown} not in config.evals ({list(evals)})")
     evals = {n: evals[n] for n in names}
-  embedder = Embedder(model, mesh, config.eval_batch_size)
+  embedder = Embedder(apply_fn(config, model), mesh, config.eval_batch_size)
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,
                   tokenizer=tokenizer_spec(config))
   return evaluators.make_evaluators(evals, embedder, defaults)

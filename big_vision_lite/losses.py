@@ -1,18 +1,19 @@
 """Contrastive losses on L2-normalised embeddings, always computed in float32.
 
 `zimg`, `ztxt` are [B, E] for the *global* batch, sharded over the mesh's batch axes. All
-variants compute the same loss, exactly, and differ in memory per device (b = B / devices):
+variants compute the same loss, exactly, and differ in memory per device (R = B / devices
+rows per device; `b` is always the bias):
 
 - `sigmoid`, `softmax`: dense [B, B] logits; under jit XLA all-gathers the embeddings.
   O(B^2) per device.
 - `sigmoid_chunked`: each device keeps its images and passes text blocks around the ring
-  (`ppermute`), adding one [b, b] block per step; the backward pass walks the ring again
-  (custom VJP), with each text block's gradient travelling with it. O(b^2 + b*E) per device,
+  (`ppermute`), adding one [R, R] block per step; the backward pass walks the ring again
+  (custom VJP), with each text block's gradient travelling with it. O(R^2 + R*E) per device,
   flat in the number of devices.
 - `softmax_local`: each device computes its own rows (and columns) against all-gathered
-  embeddings. O(b * B) per device.
+  embeddings. O(R * B) per device.
 
-`make(name, mesh)` returns `fn(zimg, ztxt, t, b) -> (loss, metrics)`, metrics being the mean
+`make_loss(name, mesh)` returns `fn(zimg, ztxt, t, b) -> (loss, metrics)`, metrics being the mean
 positive / negative logit and in-batch image->text / text->image accuracy.
 """
 
@@ -76,28 +77,28 @@ def _ring_perm(n: int) -> list[tuple[int, int]]:
 
 
 def _sigmoid_ring_fwd(zimg, ztxt, t, b, *, axes):
-  """Per device: local images [b, E] against every text block as it passes around the ring."""
-  n, bl = jax.lax.axis_size(axes), zimg.shape[0]
-  eye = jnp.eye(bl, dtype=bool)
-  pos_logits = t * jnp.sum(zimg * ztxt, axis=1) + b  # [b]
+  """Per device: local images [R, E] against every text block as it passes around the ring."""
+  devices, rows = jax.lax.axis_size(axes), zimg.shape[0]
+  eye = jnp.eye(rows, dtype=bool)
+  pos_logits = t * jnp.sum(zimg * ztxt, axis=1) + b  # [R]
 
   def step(k, carry):
     y, y_negmax, loss, neg_sum, row_negmax = carry
-    logits = t * jnp.dot(zimg, y.T, precision=jax.lax.Precision.HIGHEST) + b  # [b, b]
+    logits = t * jnp.dot(zimg, y.T, precision=jax.lax.Precision.HIGHEST) + b  # [R, R]
     pos = eye & (k == 0)  # The matching pairs sit on the diagonal of the home block only.
     loss = loss - jnp.sum(jax.nn.log_sigmoid(jnp.where(pos, logits, -logits)))
     neg = jnp.where(pos, -jnp.inf, logits)
     neg_sum = neg_sum + jnp.sum(jnp.where(pos, 0., logits))
     row_negmax = jnp.maximum(row_negmax, jnp.max(neg, axis=1))
     y_negmax = jnp.maximum(y_negmax, jnp.max(neg, axis=0))  # Travels with its text block.
-    y, y_negmax = jax.lax.ppermute((y, y_negmax), axes, _ring_perm(n))
+    y, y_negmax = jax.lax.ppermute((y, y_negmax), axes, _ring_perm(devices))
     return y, y_negmax, loss, neg_sum, row_negmax
 
-  ninf = _varying(jnp.full((bl,), -jnp.inf, jnp.float32), axes)
+  ninf = _varying(jnp.full((rows,), -jnp.inf, jnp.float32), axes)
   zero = _varying(jnp.zeros((), jnp.float32), axes)
   _, txt_negmax, loss, neg_sum, img_negmax = jax.lax.fori_loop(
-      0, n, step, (ztxt, ninf, zero, zero, ninf))
-  total = bl * n
+      0, devices, step, (ztxt, ninf, zero, zero, ninf))
+  total = rows * devices
   metrics = {
       "pos_logit": jax.lax.psum(jnp.sum(pos_logits), axes) / total,
       "neg_logit": jax.lax.psum(neg_sum, axes) / max(total * (total - 1), 1),
@@ -109,23 +110,23 @@ def _sigmoid_ring_fwd(zimg, ztxt, t, b, *, axes):
 
 def _sigmoid_ring_bwd(zimg, ztxt, t, b, g, *, axes):
   """Per device: recomputes each block and sends the text gradient around with its block."""
-  n, bl = jax.lax.axis_size(axes), zimg.shape[0]
-  eye = jnp.eye(bl, dtype=bool)
-  scale = g / (bl * n)
+  devices, rows = jax.lax.axis_size(axes), zimg.shape[0]
+  eye = jnp.eye(rows, dtype=bool)
+  scale = g / (rows * devices)
 
   def step(k, carry):
     y, dy, dzimg, dt, db = carry
-    sims = jnp.dot(zimg, y.T, precision=jax.lax.Precision.HIGHEST)  # [b, b]
+    sims = jnp.dot(zimg, y.T, precision=jax.lax.Precision.HIGHEST)  # [R, R]
     pos = eye & (k == 0)
     dlogits = (jax.nn.sigmoid(t * sims + b) - pos) * scale  # d(-log sigmoid(z*l))/dl
     dzimg = dzimg + t * jnp.dot(dlogits, y, precision=jax.lax.Precision.HIGHEST)
     dy = dy + t * jnp.dot(dlogits.T, zimg, precision=jax.lax.Precision.HIGHEST)
-    y, dy = jax.lax.ppermute((y, dy), axes, _ring_perm(n))
+    y, dy = jax.lax.ppermute((y, dy), axes, _ring_perm(devices))
     return y, dy, dzimg, dt + jnp.sum(dlogits * sims), db + jnp.sum(dlogits)
 
   zero = _varying(jnp.zeros((), jnp.float32), axes)
   _, dztxt, dzimg, dt, db = jax.lax.fori_loop(
-      0, n, step, (ztxt, jnp.zeros_like(ztxt), jnp.zeros_like(zimg), zero, zero))
+      0, devices, step, (ztxt, jnp.zeros_like(ztxt), jnp.zeros_like(zimg), zero, zero))
   return dzimg, dztxt, jax.lax.psum(dt, axes), jax.lax.psum(db, axes)
 
 
@@ -161,17 +162,17 @@ def make_sigmoid_chunked(mesh: Mesh) -> Callable:
 
 def _softmax_local_rows(zimg, ztxt, t, *, axes):
   """Per device: own images against all texts, own texts against all images."""
-  bl = zimg.shape[0]
-  total = bl * jax.lax.axis_size(axes)
-  own = jax.lax.axis_index(axes) * bl + jnp.arange(bl)  # global indices of local rows
+  rows = zimg.shape[0]
+  total = rows * jax.lax.axis_size(axes)
+  own = jax.lax.axis_index(axes) * rows + jnp.arange(rows)  # global indices of local rows
   txt_all = jax.lax.all_gather(ztxt, axes, tiled=True)  # [B, E]
   img_all = jax.lax.all_gather(zimg, axes, tiled=True)
   hi = jax.lax.Precision.HIGHEST
-  l_i2t = t * jnp.dot(zimg, txt_all.T, precision=hi)  # [b, B]
-  l_t2i = t * jnp.dot(ztxt, img_all.T, precision=hi)  # [b, B]
-  pos = l_i2t[jnp.arange(bl), own]
+  l_i2t = t * jnp.dot(zimg, txt_all.T, precision=hi)  # [R, B]
+  l_t2i = t * jnp.dot(ztxt, img_all.T, precision=hi)  # [R, B]
+  pos = l_i2t[jnp.arange(rows), own]
   nll = (jnp.sum(jax.nn.logsumexp(l_i2t, axis=1) - pos) +
-         jnp.sum(jax.nn.logsumexp(l_t2i, axis=1) - l_t2i[jnp.arange(bl), own]))
+         jnp.sum(jax.nn.logsumexp(l_t2i, axis=1) - l_t2i[jnp.arange(rows), own]))
   metrics = {
       "pos_logit": jax.lax.psum(jnp.sum(pos), axes) / total,
       "neg_logit": jax.lax.psum(jnp.sum(l_i2t) - jnp.sum(pos), axes) / max(total * (total - 1), 1),
@@ -205,7 +206,7 @@ def _dense(loss: Callable) -> Callable:
 NAMES = ("sigmoid", "softmax", "sigmoid_chunked", "softmax_local")
 
 
-def make(name: str, mesh: Mesh | None = None) -> Callable:
+def make_loss(name: str, mesh: Mesh | None = None) -> Callable:
   """`fn(zimg, ztxt, t, b) -> (loss, metrics)` for a loss name; chunked ones need the mesh."""
   if name in DENSE:
     return _dense(DENSE[name])

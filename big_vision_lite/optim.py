@@ -1,11 +1,12 @@
-"""The optax chain from the config: schedule, clipping, Adam(W), decoupled weight decay, freezing.
+"""The optax chain from the config: schedule, clipping, Adam(W), decoupled weight decay.
 
 update = -lr(t) * lr_mult * adam(g)  -  wd * wd_mult * (lr(t) / lr) * param
 
 so `config.wd` is the weight decay itself, following the learning-rate schedule's shape but not
 its scale (big_vision's convention). `lr_mults` and `wd_mults` are (regex, multiplier) rules over
-parameter names (see pytree.py); unmatched parameters get 1.0 for lr and 0.0 for wd, and a
-parameter whose lr multiplier is 0 is frozen (no optimiser state).
+parameter names (see pytree.py); unmatched parameters get 1.0 for lr and 0.0 for wd. The chain
+is built for the trainable parameters only: frozen ones (config.frozen, an lr multiplier of 0;
+see train.trainable_mask) have no optimiser state and no weight decay.
 """
 
 from typing import Callable
@@ -47,7 +48,8 @@ def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0, decay_type
   return schedule
 
 
-def make(config: ml_collections.ConfigDict, params, total_steps: int, warmup_steps: int = 0):
+def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int,
+                   warmup_steps: int = 0):
   """Returns (optax transform, lr schedule) for `params` from the (resolved) config; the
   durations come from `config.durations`."""
   sc = config.schedule
@@ -69,29 +71,19 @@ def make(config: ml_collections.ConfigDict, params, total_steps: int, warmup_ste
   if config.wd:
     chain.append(_add_decayed_weights(jax.tree.map(lambda m: m * config.wd / config.lr, wd_mults)))
   chain.append(optax.scale_by_schedule(lambda step: -schedule(step)))
-  tx = optax.chain(*chain)
-  frozen = jax.tree.map(lambda m: "frozen" if m == 0 else "train", lr_mults)
-  if any(label == "frozen" for label in jax.tree.leaves(frozen)):
-    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, frozen)
-  return tx, schedule
-
-
-def _is_masked(x) -> bool:
-  return isinstance(x, optax.MaskedNode)
+  return optax.chain(*chain), schedule
 
 
 def _scale_by_tree(mults) -> optax.GradientTransformation:
-  """Multiplies each update by its parameter's multiplier (frozen leaves arrive masked)."""
+  """Multiplies each update by its parameter's multiplier."""
   def update(updates, state, params=None):
     del params
-    return jax.tree.map(lambda u, m: u if _is_masked(u) or m == 1 else u * m, updates, mults,
-                        is_leaf=_is_masked), state
+    return jax.tree.map(lambda u, m: u if m == 1 else u * m, updates, mults), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
 def _add_decayed_weights(coefs) -> optax.GradientTransformation:
   """Adds coef * param to each update (decoupled weight decay, before the lr scaling)."""
   def update(updates, state, params):
-    return jax.tree.map(lambda u, p, c: u if _is_masked(u) or not c else u + c * p,
-                        updates, params, coefs, is_leaf=_is_masked), state
+    return jax.tree.map(lambda u, p, c: u + c * p if c else u, updates, params, coefs), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)

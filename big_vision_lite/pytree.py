@@ -9,6 +9,7 @@ import re
 from typing import Any, Sequence
 
 import jax
+from flax import traverse_util
 
 
 def path_name(path) -> str:
@@ -50,3 +51,22 @@ def rule_tree(rules: Sequence[tuple[str, Any]], tree, default: Any = None):
     except re.error as e:
       raise ValueError(f"bad parameter-name regex {pattern!r}: {e}") from None
   return map_with_names(lambda name, _: match_rules(rules, name, default), tree)
+
+
+def partition(tree: dict, mask: dict) -> tuple[dict, dict]:
+  """(the leaves where `mask` is True, the others): two nested dicts without empty branches."""
+  flat, keep = traverse_util.flatten_dict(tree), traverse_util.flatten_dict(mask)
+  chosen = {k: v for k, v in flat.items() if keep[k]}
+  rest = {k: v for k, v in flat.items() if not keep[k]}
+  return traverse_util.unflatten_dict(chosen), traverse_util.unflatten_dict(rest)
+
+
+def merge(*trees: dict) -> dict:
+  """The union of nested dicts with disjoint leaves (the inverse of `partition`)."""
+  flat = {}
+  for tree in trees:
+    for key, value in traverse_util.flatten_dict(tree).items():
+      if key in flat:
+        raise ValueError(f"merge: {'/'.join(map(str, key))} is in two trees")
+      flat[key] = value
+  return traverse_util.unflatten_dict(flat)

@@ -257,6 +257,26 @@ class Section(Spec):
 
 
 @dataclasses.dataclass
+class Optional(Spec):
+  """None (off, the default) or a section (on), e.g. `lora`."""
+
+  section: Spec
+  help: str = ""
+
+  def default(self) -> Any:
+    return None
+
+  def type_text(self) -> str:
+    return "None or dict"
+
+  def child(self, key: str, node, path: str) -> Spec:
+    return self.section.child(key, node, path)
+
+  def check(self, value: Any, path: str) -> Any:
+    return None if value is None else self.section.check(value, path)
+
+
+@dataclasses.dataclass
 class Variant(Spec):
   """A section whose keys depend on the value of its `key` (e.g. `type`): `options[value]`.
   `fallback`, if given, is the section for any other value (e.g. any tfds dataset name)."""
@@ -358,9 +378,7 @@ class Map(Spec):
     return "dict of name -> dict"
 
   def child(self, key: str, node, path: str) -> Spec:
-    if key not in node:
-      raise ConfigError(f"config.{path} has no entry {key!r} (it has {sorted(node)}); add one "
-                        f"whole: --config.{path}.{key}=\"{{'type': ...}}\"")
+    del node  # A new entry may be added by name (`--config.evals.mine="{'type': ...}"`).
     return self.item
 
   def check(self, value: Any, path: str) -> Any:
@@ -384,11 +402,21 @@ def signature_section(cls, skip: tuple[str, ...], extra: dict[str, Spec]) -> Sec
 # --------------------------------------------------------------------------------------------
 # The schema.
 
+# models/lora.py DEFAULT_TARGETS (kept here so the schema imports no model code; a test checks).
+LORA_TARGETS = (r".*/MultiHeadDotProductAttention_0/(query|key|value|out)/kernel",
+                r".*/MlpBlock_0/Dense_[01]/kernel")
 LOSSES = ("sigmoid", "softmax", "sigmoid_chunked", "softmax_local")
 REMAT = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
 DECAYS = ("cosine", "rsqrt", "linear", "constant")
 
+ACTIVATIONS = ("gelu_tanh", "gelu", "quick_gelu")
+_CLIP_OPTIONS = dict(
+    act=Str("gelu_tanh", "MLP activation: tanh-approximated GELU (big_vision), exact GELU, or "
+            "CLIP's QuickGELU", choices=ACTIVATIONS),
+    ln_eps=Float(1e-6, "LayerNorm epsilon (1e-5 for OpenAI/open_clip weights)", positive=True),
+    head_bias=Bool(True, "the projection head has a bias (False for OpenAI/open_clip weights)"),
+)
 _TOWER_COMMON = dict(
     width=Int(None, "hidden size (overrides the variant)", nullable=True, positive=True),
     depth=Int(None, "number of Transformer blocks (overrides the variant)", nullable=True,
@@ -411,8 +439,26 @@ VIT = Section(dict(
     posemb=Str("learn", "position embedding", choices=("learn", "sincos2d")),
     pool_type=Str("map", "pooling: attention probe, mean, or class token",
                   choices=("map", "gap", "tok")),
+    ln_pre=Bool(False, "a LayerNorm before the encoder (OpenAI CLIP)"),
+    patch_bias=Bool(True, "the patch embedding has a bias (False for OpenAI CLIP)"),
+    posemb_cls=Bool(False, "the position embedding also covers the class token (OpenAI CLIP; "
+                    "needs pool_type='tok')"),
+    **_CLIP_OPTIONS,
     **_TOWER_COMMON,
 ), help="ViT image tower")
+
+RESNET = Section(dict(
+    type=Str("resnet", "image tower type", choices=("resnet",)),
+    variant=Str("50", "CLIP's ResNet: `50`, `101`, `50x4`, `50x16`, `50x64`", nullable=True),
+    layers=Seq(Int(positive=True), None, "blocks per stage (overrides the variant)",
+               nullable=True),
+    width=Int(None, "stem width (overrides the variant)", nullable=True, positive=True),
+    num_heads=Int(None, "attention-pooling heads (overrides the variant)", nullable=True,
+                  positive=True),
+    image_size=Int(224, "input resolution (pixels, square): the one place it is set",
+                   positive=True),
+    head_zeroinit=Bool(False, "zero-initialise the projection"),
+), help="CLIP's modified ResNet image tower")
 
 TEXT = Section(dict(
     variant=Str("B", "Transformer size: `mu`, `Ti`, `S`, `M`, `B`, `L`, `So400m`, ...",
@@ -420,12 +466,16 @@ TEXT = Section(dict(
     vocab_size=Int(32_000, "token vocabulary size (at least the tokenizer's)", positive=True),
     max_len=Int(64, "tokens per text (padded / truncated): the one place it is set",
                 positive=True),
-    pool_type=Str("last", "pooling over tokens", choices=("last", "first", "gap", "map")),
+    pool_type=Str("last", "pooling over tokens (`argmax`: at the largest token id, CLIP's end "
+                  "of text)", choices=("last", "first", "gap", "map", "argmax")),
+    causal=Bool(False, "causal attention mask (OpenAI CLIP)"),
+    **_CLIP_OPTIONS,
     **_TOWER_COMMON,
 ), help="text Transformer tower")
 
 MODEL = Section(dict(
-    image=Variant("type", {"vit": VIT}, "vit", "image tower (`type`: `vit`)"),
+    image=Variant("type", {"vit": VIT, "resnet": RESNET}, "vit",
+                  "image tower: `vit` or `resnet`"),
     text=TEXT,
     out_dim=Union((Int(positive=True), Seq(Int(positive=True))), None,
                   "shared embedding size of the projection heads (int, (image, text), or None "
@@ -520,7 +570,18 @@ SCHEMA = Section(dict(
     wd=Float(1e-4, "decoupled weight decay (follows the schedule's shape, not lr)", min=0),
     grad_clip_norm=Float(1.0, "global-norm gradient clipping; None: off", nullable=True,
                          positive=True),
-    lr_mults=Rules(Float(min=0), (), "(regex, multiplier) over parameter names; unmatched: 1"),
+    lr_mults=Rules(Float(min=0), (), "(regex, multiplier) over parameter names; unmatched: 1; "
+                   "0 freezes, as `frozen` does"),
+    frozen=Seq(_Regex(), (), "parameter-name regexes that do not train: no gradient, no "
+               "optimiser state, no weight decay (e.g. `('img/.*',)` for LiT)"),
+    lora=Optional(Section(dict(
+        rank=Int(8, "adapter rank r", positive=True),
+        alpha=Float(16.0, "adapters are scaled by alpha / rank", positive=True),
+        targets=Seq(_Regex(), LORA_TARGETS, "Dense kernels (parameter-name regexes) that get an "
+                    "adapter; default: attention and MLP projections of both towers"),
+        train=Seq(_Regex(), (), "base parameters that still train (e.g. `('img/head/.*',)`); "
+                  "all others are frozen"),
+    )), "LoRA adapters (None: off)"),
     wd_mults=Rules(Float(min=0), ((".*/kernel$", 1.0),),
                    "(regex, multiplier) over parameter names; unmatched: 0"),
     optax=OPTAX,
@@ -557,6 +618,8 @@ def _rows(spec: Spec, path: str) -> list[tuple[str, str, str, str]]:
         rows += [(k, t, d, prefix + h) for k, t, d, h in _rows(s, f"{path}.{key}")]
     default = f"`{spec.value!r}`" if spec.value is not None else "required"
     return [(path + "." + spec.key, "str", default, spec.help)] + rows
+  if isinstance(spec, Optional):
+    return [(path, spec.type_text(), "`None`", spec.help)] + _rows(spec.section, path)
   if isinstance(spec, OneOrList):
     return [(path, spec.type_text(), f"`{spec.value!r}`", spec.help)] + _rows(spec.item, path)
   default = spec.default()
@@ -576,5 +639,22 @@ def markdown_table() -> str:
   return "\n".join(lines)
 
 
+def update_readme(path: str) -> bool:
+  """Rewrites the table between the config-table markers of a README; True if it changed."""
+  with open(path) as f:
+    text = f.read()
+  start, end = "<!-- config-table:start -->\n", "\n<!-- config-table:end -->"
+  i, j = text.index(start) + len(start), text.index(end)
+  new = text[:i] + markdown_table() + text[j:]
+  if new != text:
+    with open(path, "w") as f:
+      f.write(new)
+  return new != text
+
+
 if __name__ == "__main__":
-  print(markdown_table())
+  import sys  # pylint: disable=import-outside-toplevel
+  if sys.argv[1:2] == ["--readme"]:
+    print("updated" if update_readme(sys.argv[2]) else "up to date", sys.argv[2])
+  else:
+    print(markdown_table())

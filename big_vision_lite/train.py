@@ -26,9 +26,10 @@ from jax.experimental import multihost_utils
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import errors, interrupt, job, lock, losses, metrics, optim
+from big_vision_lite import errors, interrupt, job, lock, losses, metrics, optim, pytree
 from big_vision_lite import sharding as sharding_lib
-from big_vision_lite.data import loader
+from big_vision_lite.data import loader, sources
+from big_vision_lite.models import lora
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -45,24 +46,50 @@ class Interrupted(errors.Error):
   label = "stopped"
 
 
+def trainable_mask(config, params) -> dict:
+  """True for every parameter that trains: not frozen (`config.frozen`, an lr multiplier of 0)
+  and, with LoRA, an adapter or a base parameter named in `lora.train`."""
+  frozen = [(r, False) for r in config.frozen] + [(r, False) for r, m in config.lr_mults if m == 0]
+
+  def trains(name: str, _) -> bool:
+    if not pytree.match_rules(frozen, name, True):
+      return False
+    if config.lora and not name.startswith(lora.KEY + "/"):
+      return pytree.match_rules([(r, True) for r in config.lora.train], name, False)
+    return True
+
+  return pytree.map_with_names(trains, params)
+
+
 def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_steps: int):
-  """Returns (tx, schedule, abstract_state, state_shardings, init_fn).
+  """Returns (tx, schedule, abstract_state, state_shardings, init_fn, mask).
 
   The state is {'params', 'opt', 'step', 'nonfinite'} ('nonfinite': consecutive non-finite
-  steps so far); `init_fn(rng)` creates it directly with its shardings.
+  steps so far); `init_fn(rng)` creates it directly with its shardings. `mask` marks the
+  parameters that train: the optimiser state covers only those (frozen parameters have no
+  moments and no weight decay) and only they get gradients.
   """
   example = model.example_inputs()
 
   def init_params(rng):
-    return model.init(rng, *example)["params"]
+    params = model.init(rng, *example)["params"]
+    if config.lora:
+      params = {**params, lora.KEY: lora.init(model, params, example, config.lora.targets,
+                                              config.lora.rank, jax.random.fold_in(rng, 1))}
+    return params
 
   abstract_params = jax.eval_shape(init_params, jax.random.key(0))
-  tx, schedule = optim.make(config, abstract_params, total_steps, warmup_steps)
+  mask = trainable_mask(config, abstract_params)
+  trainable, _ = pytree.partition(abstract_params, mask)
+  if not jax.tree.leaves(trainable):
+    raise config_lib.ConfigError("every parameter is frozen (config.frozen, lr_mults, lora): "
+                                 "nothing would train")
+  tx, schedule = optim.make_optimizer(config, trainable, total_steps, warmup_steps)
 
   def init_state(rng):
     params = init_params(rng)
-    return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32),
-            "nonfinite": jnp.zeros((), jnp.int32)}
+    return {"params": params, "opt": tx.init(pytree.partition(params, mask)[0]),
+            "step": jnp.zeros((), jnp.int32), "nonfinite": jnp.zeros((), jnp.int32)}
 
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))
   shardings = sharding_lib.state_shardings(mesh, abstract_state, abstract_params,
@@ -70,10 +97,10 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 abstract_state, shardings)
   init_fn = jax.jit(init_state, out_shardings=shardings)
-  return tx, schedule, abstract_state, shardings, init_fn
+  return tx, schedule, abstract_state, shardings, init_fn, mask
 
 
-def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardings, mesh,
+def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, mask,
                    accum_steps: int = 1):
   """The jitted update step (state donated): (state, batch) -> (state, metrics).
 
@@ -86,26 +113,30 @@ def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardin
   A step whose loss or gradient norm is not finite is not applied: parameters and optimiser
   state keep their values (a select fused into the update, no host round trip), the step
   counter advances, and `nonfinite` counts such steps in a row.
+
+  Gradients are taken with respect to the trainable parameters (`mask`) only: a frozen tower
+  runs forward only, and frozen weights get no gradient.
   """
-  contrastive = losses.make(loss_name, mesh)
+  contrastive = losses.make_loss(loss_name, mesh)
   batch_spec = sharding_lib.batch_sharding(mesh)
 
   def embed(params, batch):
-    zimg, ztxt, out = model.apply({"params": params}, batch["image"], batch["labels"])
+    zimg, ztxt, out = apply(params, batch["image"], batch["labels"])
     return zimg, ztxt, out["t"], out["b"]
 
-  def grads_full_batch(params, batch):
-    def loss_fn(params):
-      zimg, ztxt, t, b = embed(params, batch)
+  def grads_full_batch(trainable, frozen, batch):
+    def loss_fn(trainable):
+      zimg, ztxt, t, b = embed(pytree.merge(trainable, frozen), batch)
       loss, measured = contrastive(zimg, ztxt, t, b)
       return loss, {**measured, "t": t, "b": b}
-    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
 
-  def grads_accumulated(params, batch):
+  def grads_accumulated(trainable, frozen, batch):
+    embed_mb = lambda p, mb: embed(pytree.merge(p, frozen), mb)
     # Micro-batch m takes rows m, m + accum, ...: every device keeps holding its own rows.
     micro = jax.tree.map(lambda x: jnp.swapaxes(
         x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1), batch)
-    zimg, ztxt, t, b = jax.lax.map(lambda mb: embed(params, mb), micro)  # [accum, B/accum, E]
+    zimg, ztxt, t, b = jax.lax.map(lambda mb: embed_mb(trainable, mb), micro)  # [accum, B/accum, E]
     flat = lambda z: jax.lax.with_sharding_constraint(z.reshape(-1, z.shape[-1]), batch_spec)
     (loss, measured), (dzimg, dztxt, dt, db) = jax.value_and_grad(
         contrastive, argnums=(0, 1, 2, 3), has_aux=True)(flat(zimg), flat(ztxt), t[0], b[0])
@@ -113,25 +144,26 @@ def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardin
 
     def backprop(grads, xs):
       mb, dzi, dzt = xs
-      _, vjp = jax.vjp(lambda p: embed(p, mb), params)
+      _, vjp = jax.vjp(lambda p: embed_mb(p, mb), trainable)
       (g,) = vjp((dzi, dzt, dt / accum_steps, db / accum_steps))
       return jax.tree.map(jnp.add, grads, g), None
 
-    grads, _ = jax.lax.scan(backprop, jax.tree.map(jnp.zeros_like, params),
+    grads, _ = jax.lax.scan(backprop, jax.tree.map(jnp.zeros_like, trainable),
                             (micro, dzimg, dztxt))
     return (loss, {**measured, "t": t[0], "b": b[0]}), grads
 
   compute_grads = grads_full_batch if accum_steps == 1 else grads_accumulated
 
   def update(state, batch):
-    (loss, measured), grads = compute_grads(state["params"], batch)
+    trainable, frozen = pytree.partition(state["params"], mask)
+    (loss, measured), grads = compute_grads(trainable, frozen, batch)
     grad_norm = optax.global_norm(grads)
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    updates, opt = tx.update(grads, state["opt"], trainable)
+    new = optax.apply_updates(trainable, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     measured.update(loss=loss, lr=schedule(state["step"]), grad_norm=grad_norm)
-    return {"params": keep(params, state["params"]), "opt": keep(opt, state["opt"]),
+    return {"params": pytree.merge(keep(new, trainable), frozen), "opt": keep(opt, state["opt"]),
             "step": state["step"] + 1,
             "nonfinite": jnp.where(finite, 0, state["nonfinite"] + 1)}, measured
 
@@ -140,19 +172,21 @@ def make_update_fn(model: TwoTowers, tx, schedule, loss_name: str, state_shardin
 
 
 def build(config, mesh, total_steps: int, warmup_steps: int = 0):
-  """(model, abstract_state, init_fn, update): everything a config trains with on a mesh."""
+  """(model, abstract_state, init_fn, update, mask): everything a config trains with on a mesh
+  (`mask`: which parameters train)."""
   model = job.build_model(config)
-  tx, schedule, abstract_state, shardings, init_fn = create_train_state(
+  tx, schedule, abstract_state, shardings, init_fn, mask = create_train_state(
       config, model, mesh, total_steps, warmup_steps)
-  update = make_update_fn(model, tx, schedule, config.loss, shardings, mesh,
-                          config.grad_accum_steps)
-  return model, abstract_state, init_fn, update
+  update = make_update_fn(job.apply_fn(config, model), tx, schedule, config.loss, shardings,
+                          mesh, mask, config.grad_accum_steps)
+  return model, abstract_state, init_fn, update, mask
 
 
 def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global batch the update step takes: images at the model's size, tokens at its length."""
+  """The global batch the update step takes: images at the model's size, tokens at its length
+  (sharded over `mesh`, if given)."""
   size, length, n = config.model.image.image_size, config.model.text.max_len, config.batch_size
-  sharding = sharding_lib.batch_sharding(mesh)
+  sharding = sharding_lib.batch_sharding(mesh) if mesh is not None else None
   return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding),
           "labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
 
@@ -179,12 +213,26 @@ def model_flops_per_step(config, mesh) -> float:
   chunked loss's ring, is undercounted)."""
   plain = config.copy_and_resolve_references()
   for tower in ("image", "text"):
-    plain.model[tower].scan = False
-    plain.model[tower].remat_policy = "none"
+    for key, value in (("scan", False), ("remat_policy", "none")):
+      if key in plain.model[tower]:  # Not every tower has them (the ResNet has neither).
+        plain.model[tower][key] = value
   plain.loss = "sigmoid" if "sigmoid" in plain.loss else "softmax"
   plain.grad_accum_steps = 1
-  _, abstract_state, _, update = build(plain, mesh, 2)
+  _, abstract_state, _, update, _ = build(plain, mesh, 2)
   return float(update.lower(abstract_state, abstract_batch(plain, mesh)).cost_analysis()["flops"])
+
+
+def _check_input(config, spec) -> None:
+  """The input must produce what the model is built for (image size, text length)."""
+  want = abstract_batch(config, None)
+  for key, what, fix in (("image", "images", "resize(...) in config.input.pp or "
+                          "model.image.image_size"),
+                         ("labels", "token ids", "tokenize(max_len=...) in config.input.pp or "
+                          "model.text.max_len")):
+    got = tuple(spec[key][0][1:]) if key in spec else None
+    if got != want[key].shape[1:]:
+      raise sources.DataError(f"the input gives {what} of shape {got} per example, the model "
+                              f"takes {want[key].shape[1:]}: change {fix}")
 
 
 def _nonfinite_report(step: int, streak: int, measured, last_saved: int | None, where: str) -> str:
@@ -211,10 +259,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: int,
            warmup_steps: int, warnings: list[str]) -> dict[str, Any]:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config_lib.to_json(config))
   for warning in warnings:
     job.print0(f"warning: {warning}")
   job.print0(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
@@ -225,9 +269,10 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   train_iter = loader.make_input(config.input, config.batch_size,
                                  image_size=config.model.image.image_size,
                                  max_len=config.model.text.max_len)
+  _check_input(config, train_iter.element_spec)
 
   # --- Model, optimiser, sharded state.
-  model, abstract_state, init_fn, update = build(config, mesh, total_steps, warmup_steps)
+  model, abstract_state, init_fn, update, mask = build(config, mesh, total_steps, warmup_steps)
   update, flops_per_step = compile_update(config, mesh, update, abstract_state)
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
@@ -241,9 +286,16 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
     job.print0(f"resumed from {ckpt.directory}/{step}")
   else:
     state, step = init_fn(jax.random.key(config.seed)), 0
+  if jax.process_index() == 0:  # Written once the checkpoint (if any) fits this config.
+    with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
+      f.write(config_lib.to_json(config))
+    os.replace(os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "config.json"))
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
-  job.print0(f"model: {num_params / 1e6:.2f}M parameters; loss: {config.loss}; "
-             f"{total_steps} steps of batch {config.batch_size}")
+  trainable = sum(x.size for x in jax.tree.leaves(pytree.partition(abstract_state["params"],
+                                                                   mask)[0]))
+  job.print0(f"model: {num_params / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable "
+             f"({trainable / num_params:.1%}); loss: {config.loss}; {total_steps} steps of batch "
+             f"{config.batch_size}")
 
   # --- Evaluators.
   evals = job.build_evaluators(config, model, mesh)
@@ -304,7 +356,9 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
         if stopping:
           if row:
             writer.write(step, row)
-          ckpt.wait()  # The checkpoint is committed before the process exits.
+          ckpt.wait()  # The checkpoint is committed before the process exits,
+          if jax.process_count() > 1:  # on every process: none exits while another writes.
+            multihost_utils.sync_global_devices("stopped after saving")
           ckpt.close()
           writer.close()
           train_iter.close()

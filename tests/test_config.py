@@ -10,6 +10,7 @@ import pytest
 
 from big_vision_lite import config as config_lib
 from big_vision_lite import losses, schema
+from big_vision_lite.models import resnet as resnet_lib
 from big_vision_lite.models import text as text_lib
 from big_vision_lite.models import vit as vit_lib
 
@@ -183,7 +184,8 @@ def test_config_file_arguments():
 def test_schema_matches_the_code_it_configures():
   """The schema's choices and tower keys are those the modules accept."""
   assert schema.LOSSES == losses.NAMES
-  for section, module in ((schema.VIT, vit_lib.ViT), (schema.TEXT, text_lib.TextTransformer)):
+  for section, module in ((schema.VIT, vit_lib.ViT), (schema.TEXT, text_lib.TextTransformer),
+                          (schema.RESNET, resnet_lib.ResNet)):
     fields = {f for f in module.__dataclass_fields__ if f not in ("parent", "name")}
     keys = set(section.fields) - {"type"}
     assert keys == fields - {"num_classes", "dtype_mm"}, (module.__name__, keys ^ fields)

@@ -2,13 +2,11 @@
 streaming linear probe, and gathering over processes."""
 
 import inspect
-import json
 import os
 import socket
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -313,8 +311,8 @@ class PixelModel:
   """A stand-in image tower whose features are the 8x8-pooled brightness of the image (64-d):
   the grid cell of the one object is linearly readable from them."""
 
-  def apply(self, variables, images, texts):
-    del variables, texts
+  def __call__(self, params, images, texts):
+    del params, texts
     b, h, w, _ = images.shape
     pooled = images.max(axis=-1).reshape(b, 8, h // 8, 8, w // 8).mean(axis=(2, 4))
     pooled = pooled.reshape(b, 64)

@@ -44,7 +44,7 @@ def test_a_second_trainer_is_refused_with_the_holder_named(tmp_path):
     with pytest.raises(lock.LockHeld) as e:
       lock.acquire(str(tmp_path))
     message = str(e.value)
-    assert isinstance(e.value, errors.Error) and e.value.exit_code == 3
+    assert isinstance(e.value, errors.Error) and e.value.exit_code == 2
     assert f"workdir {tmp_path} is in use by another trainer: pid {proc.pid} on " \
            f"{socket.gethostname()}, started 20" in message
     assert f"kill {proc.pid}" in message and len(message.splitlines()) == 1

@@ -122,7 +122,7 @@ def test_distributed_loss_equals_dense_in_value_gradient_and_metrics(axes, name,
   mesh = sharding.make_mesh(axes)
   x, y = _sharded_embeddings(mesh)
   t, b = jnp.float32(7.0), jnp.float32(-3.0)
-  ref_fn, fn = losses.make(dense, mesh), losses.make(name, mesh)
+  ref_fn, fn = losses.make_loss(dense, mesh), losses.make_loss(name, mesh)
 
   def value_and_grads(f):
     g = jax.jit(jax.value_and_grad(lambda *a: f(*a)[0], argnums=(0, 1, 2, 3)))
@@ -140,7 +140,7 @@ def test_distributed_loss_equals_dense_in_value_gradient_and_metrics(axes, name,
 def test_chunked_sigmoid_matches_float64_reference():
   mesh = sharding.make_mesh()
   x, y = _sharded_embeddings(mesh, n=16, e=5, seed=4)
-  loss, _ = jax.jit(losses.make("sigmoid_chunked", mesh))(x, y, 10.0, -10.0)
+  loss, _ = jax.jit(losses.make_loss("sigmoid_chunked", mesh))(x, y, 10.0, -10.0)
   np.testing.assert_allclose(float(loss), naive_sigmoid(np.asarray(x, np.float64),
                                                         np.asarray(y, np.float64), 10.0, -10.0),
                              rtol=1e-5)
@@ -148,4 +148,4 @@ def test_chunked_sigmoid_matches_float64_reference():
 
 def test_unknown_loss_lists_known():
   with pytest.raises(ValueError, match="unknown loss 'hinge'.*sigmoid_chunked"):
-    losses.make("hinge")
+    losses.make_loss("hinge")

@@ -1,12 +1,15 @@
 """Towers: parameter counts and names, position embeddings, pooling, two-tower outputs."""
 
+import math
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from big_vision_lite import pytree
-from big_vision_lite.models import vit
+from big_vision_lite.models import resnet, vit
 from big_vision_lite.models.text import TextTransformer
 from big_vision_lite.models.two_towers import TwoTowers
 
@@ -124,3 +127,184 @@ def test_scan_and_remat_compute_the_same_function_and_gradients():
     # so float32 noise of ~1e-5 is all there is to compare there; other gradients are O(1).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                  grad, ref_grad)
+
+
+def _random(module, *inputs):
+  """Random values of the right shapes (model.init's compilation would dominate these tests)."""
+  shapes = jax.eval_shape(module.init, jax.random.key(0), *inputs)["params"]
+  rng = np.random.default_rng(0)  # numpy: jax.random would compile a sampler per shape.
+  return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+
+
+# --- CLIP options: each one on and off.
+
+def _ln(x, eps):
+  x = np.asarray(x, np.float64)
+  return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+
+
+@pytest.mark.parametrize("act,fn", [
+    ("gelu_tanh", lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))),
+    ("gelu", lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))),
+    ("quick_gelu", lambda x: x / (1 + np.exp(-1.702 * x)))])
+def test_activations_match_their_formulas(act, fn):
+  from big_vision_lite.models import layers
+  x = np.linspace(-4, 4, 101)
+  np.testing.assert_allclose(layers.activation(act)(jnp.asarray(x, jnp.float32)), fn(x),
+                             atol=2e-6)
+  with pytest.raises(ValueError, match="unknown act 'relu'.*quick_gelu"):
+    layers.activation("relu")
+
+
+def test_layernorm_epsilon_option_reaches_every_layernorm():
+  from big_vision_lite.models import layers
+  # Tiny-variance tokens make epsilon matter: the encoder's final norm shows which one was used.
+  x = 1e-3 * jax.random.normal(jax.random.key(0), (1, 3, 8))
+  for eps in (1e-6, 1e-5):
+    enc = layers.Encoder(depth=0, mlp_dim=16, num_heads=2, ln_eps=eps)
+    y = enc.apply(enc.init(jax.random.key(1), x), x)
+    np.testing.assert_allclose(y, _ln(x, eps), rtol=1e-4, atol=1e-5)
+  model = vit.ViT(variant="mu/8", pool_type="tok", ln_pre=True, ln_eps=1e-5)
+  bound = model.bind({"params": _random(model, jnp.zeros((1, 16, 16, 3)))})
+  bound(jnp.zeros((1, 16, 16, 3)))
+  assert {m.epsilon for m in _submodules(bound) if isinstance(m, nn.LayerNorm)} == {1e-5}
+
+
+def _submodules(module):
+  out = []
+  for child in module._state.children.values():  # pylint: disable=protected-access
+    if isinstance(child, nn.Module):
+      out += [child] + _submodules(child)
+  return out
+
+
+def _vit_names(**kw):
+  model = vit.ViT(variant="mu/8", num_classes=6, **kw)
+  params = _random(model, jnp.zeros((2, 32, 32, 3)))
+  out, aux = model.apply({"params": params}, jnp.ones((2, 32, 32, 3)))
+  assert out.shape == (2, 6)
+  return {n: x.shape for n, x in pytree.named_leaves(params)}, aux
+
+
+def test_vit_clip_options_change_exactly_their_parameters():
+  base, aux = _vit_names(pool_type="tok")
+  assert base["pos_embedding"] == (1, 16, 32) and base["embedding/bias"] == (32,)
+  assert "ln_pre/scale" not in base and base["head/bias"] == (6,)
+  clip, aux = _vit_names(pool_type="tok", posemb_cls=True, ln_pre=True, patch_bias=False,
+                         head_bias=False, act="quick_gelu", ln_eps=1e-5)
+  assert clip["pos_embedding"] == (1, 17, 32)  # The class token has a position too.
+  assert clip["ln_pre/scale"] == clip["ln_pre/bias"] == (32,)
+  assert "embedding/bias" not in clip and "head/bias" not in clip
+  assert set(clip) - set(base) == {"ln_pre/scale", "ln_pre/bias"}
+  assert set(base) - set(clip) == {"embedding/bias", "head/bias"}
+  assert aux["encoded"].shape == (2, 17, 32)
+  with pytest.raises(ValueError, match="posemb_cls=True .* needs pool_type='tok'"):
+    _vit_names(pool_type="map", posemb_cls=True)
+
+
+def test_posemb_cls_adds_the_class_position_before_the_encoder():
+  model = vit.ViT(variant="mu/8", pool_type="tok", posemb_cls=True, ln_pre=True)
+  x = jax.random.normal(jax.random.key(0), (1, 16, 16, 3))
+  params = _random(model, x)
+  # Shifting the class token by d and its position by -d leaves the model's function unchanged,
+  # which holds only if both are summed before anything else touches the class token.
+  d = jax.random.normal(jax.random.key(2), (1, 1, 32))
+  params = jax.tree.map(jnp.asarray, params)
+  moved = dict(params, cls=params["cls"] + d,
+               pos_embedding=params["pos_embedding"].at[:, :1].add(-d))
+  np.testing.assert_allclose(model.apply({"params": moved}, x)[0],
+                             model.apply({"params": params}, x)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_causal_text_tower_ignores_later_tokens(causal):
+  model = TextTransformer(vocab_size=20, variant="mu", causal=causal, pool_type="first")
+  a = jnp.array([[3, 4, 5, 6, 7]], jnp.int32)
+  b = a.at[0, 3:].set(9)  # Same first three tokens.
+  params = {"params": _random(model, a)}
+  ea = model.apply(params, a)[1]["encoded"]
+  eb = model.apply(params, b)[1]["encoded"]
+  same = np.allclose(ea[0, :3], eb[0, :3], atol=1e-6)
+  assert same == causal
+
+
+def test_argmax_pooling_takes_the_largest_token_id_position():
+  model = TextTransformer(vocab_size=50, variant="mu", pool_type="argmax", causal=True,
+                          head_bias=False, num_classes=8)
+  text = jnp.array([[49, 1, 0, 0], [3, 4, 49, 0], [2, 3, 4, 49]], jnp.int32)
+  params = {"params": _random(model, text)}
+  assert "bias" not in params["params"]["head"]
+  _, aux = model.apply(params, text)
+  np.testing.assert_array_equal(aux["pre_logits"], aux["encoded"][np.arange(3), [0, 2, 3]])
+
+
+# --- ResNet tower.
+
+@pytest.mark.parametrize("variant,size,count", [
+    ("50", 224, 38_316_896), ("101", 224, 56_259_936), ("50x4", 288, 87_137_080)])
+def test_resnet_variants_parameter_counts_match_clip(variant, size, count):
+  # CLIP's RN50 / RN101 / RN50x4 image towers with their 1024 / 512 / 640-d embeddings.
+  out_dim = {"50": 1024, "101": 512, "50x4": 640}[variant]
+  n, _ = _count(resnet.ResNet(variant=variant, num_classes=out_dim), jnp.zeros((1, size, size, 3)))
+  assert n == count
+
+
+def test_resnet_blocks_start_as_the_identity():
+  # Each block's last batch-norm scale starts at zero (the others at one), so a block without
+  # downsampling computes relu(x) at initialisation and the tower trains without batch stats.
+  x = jnp.ones((1, 2, 2, 3))
+  for zero_init, scale in ((True, 0), (False, 1)):
+    bn = resnet.FrozenBatchNorm(zero_init=zero_init).init(jax.random.key(0), x)["params"]
+    np.testing.assert_array_equal(bn["scale"], np.full(3, scale))
+    np.testing.assert_array_equal(bn["bias"], np.zeros(3))
+  block = resnet.Bottleneck(planes=8)
+  h = jax.random.normal(jax.random.key(2), (1, 4, 4, 32))
+  params = _random(block, h)
+  params["bn3"] = {"scale": jnp.zeros(32), "bias": jnp.zeros(32)}
+  np.testing.assert_array_equal(block.apply({"params": params}, h), jax.nn.relu(h))
+
+
+def test_resnet_tiny_shapes():
+  model = resnet.ResNet(layers=(1, 2, 1, 1), width=8, num_heads=2, num_classes=16, image_size=64)
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  params = _random(model, x)
+  out, aux = jax.jit(model.apply)({"params": params}, x)
+  assert out.shape == (2, 16) and aux["encoded"].shape == (2, 4, 256)  # 64 / 32 = 2x2 tokens
+  names = {n for n, _ in pytree.named_leaves(params)}
+  assert "layer2_0/downsample_conv/kernel" in names and "layer2_1/downsample_conv/kernel" not in names
+  assert "layer1_0/downsample_conv/kernel" in names  # 16 -> 32 channels at stride 1
+  with pytest.raises(ValueError, match="ResNet built for 64x64 images got 32x32"):
+    model.apply({"params": params}, x[:, :32, :32])
+
+
+def test_resnet_strided_blocks_average_pool_before_the_1x1_convolutions():
+  # With 1x1 kernels equal to the identity and unit batch norms, a strided block computes
+  # relu(avgpool(relu(x)) + avgpool(x)) for x >= 0: both branches are anti-aliased poolings.
+  block = resnet.Bottleneck(planes=4, stride=2)
+  x = jnp.abs(jax.random.normal(jax.random.key(0), (1, 4, 4, 16)))
+  params = jax.tree.map(np.asarray, _random(block, x))
+  for bn in ("bn1", "bn2", "bn3", "downsample_bn"):
+    params[bn] = {"scale": np.ones_like(params[bn]["scale"]), "bias": np.zeros_like(params[bn]["bias"])}
+  eye = lambda i, o: np.eye(i, o, dtype=np.float32)[None, None]
+  params["conv1"]["kernel"] = eye(16, 4)
+  params["conv2"]["kernel"] = np.zeros((3, 3, 4, 4), np.float32)
+  params["conv2"]["kernel"][1, 1] = np.eye(4)
+  params["conv3"]["kernel"] = eye(4, 16)
+  params["downsample_conv"]["kernel"] = eye(16, 16)
+  y = block.apply({"params": params}, x)
+  pooled = x.reshape(1, 2, 2, 2, 2, 16).mean(axis=(2, 4))
+  expected = np.concatenate([2 * pooled[..., :4], pooled[..., 4:]], axis=-1)
+  np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_two_towers_picks_the_image_tower_by_type():
+  model = TwoTowers(image=dict(type="resnet", layers=(1, 1, 1, 1), width=8, num_heads=2),
+                    text=dict(variant="mu", vocab_size=30), out_dim=12)
+  img, txt = jnp.ones((2, 64, 64, 3)), jnp.ones((2, 5), jnp.int32)
+  params = _random(model, img, txt)
+  zimg, ztxt, _ = jax.jit(model.apply)({"params": params}, img, txt)
+  assert zimg.shape == ztxt.shape == (2, 12)
+  assert "attnpool" in params["img"]
+  with pytest.raises(ValueError, match="unknown model.image type 'convnext'.*'resnet'"):
+    TwoTowers(image=dict(type="convnext"), text=dict(variant="mu", vocab_size=30)).init(
+        jax.random.key(0), img, txt)

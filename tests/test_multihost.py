@@ -2,10 +2,13 @@
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -99,3 +102,32 @@ def _exports(workdir) -> dict[str, np.ndarray]:
   root = workdir / "embeddings" / "8"
   return {f"{d}/{f[:-4]}": np.load(root / d / f) for d in os.listdir(root)
           for f in os.listdir(root / d) if f != "preview_images.npy"}
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path):
+  """Preemption notice to process 1 only: JAX's preemption service spreads it, both processes
+  save the same step, exit 75, and the job resumes from that checkpoint."""
+  port = _free_port()
+  args = ["--config", CONFIG, *ARGS, "--config.total_steps=5000", "--config.ckpt_steps=1000",
+          "--config.evals={}", "--config.log_training_steps=2"]
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "big_vision_lite.train", "--workdir", str(tmp_path),
+       "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id",
+       str(i), *args], env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  deadline = time.time() + 300
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if (tmp_path / "metrics.jsonl").exists() and any(
+        r["step"] >= 4 for r in metrics.read(str(tmp_path))):
+      break
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [75, 75], [o[-2000:] for o in outs]
+  steps = {int(re.search(r"stopped: SIGTERM at step (\d+)/", o).group(1)) for o in outs}
+  assert len(steps) == 1, outs  # Both processes stopped at the same step.
+  step = steps.pop()
+  assert ckpt_lib.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [step]
+  resumed = _two_processes(tmp_path, args=("--config", CONFIG, *ARGS, "--config.evals={}",
+                                           f"--config.total_steps={step + 2}"))
+  assert f"resumed from {tmp_path}/checkpoints/{step}" in resumed[0]

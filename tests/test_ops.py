@@ -1,11 +1,13 @@
 """Preprocessing ops against references, and the op-string parser's errors."""
 
 import io
+import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from big_vision_lite import errors
 from big_vision_lite.data import ops, shapes, tokenizer
 
 RNG = lambda seed=0: np.random.default_rng(seed)  # noqa: E731
@@ -45,8 +47,9 @@ def test_central_crop_is_the_centre():
   img = _image()
   np.testing.assert_array_equal(_run("central_crop(10)", {"image": img})["image"],
                                 img[10:20, 15:25])
-  with pytest.raises(ValueError, match="larger than the 30x40 image"):
+  with pytest.raises(ops.OpError, match="larger than the 30x40 image") as e:
     _run("central_crop(50)", {"image": img})
+  assert isinstance(e.value.cause, ValueError)
 
 
 def test_inception_crop_is_a_resized_window_within_bounds():
@@ -96,5 +99,22 @@ def test_pipe_inside_strings_and_errors():
     ops.parse("resize(sz=2)")
   with pytest.raises(ValueError, match="unbalanced"):
     ops.parse("resize(2")
-  with pytest.raises(KeyError, match=r"keep: \['labels'\] not in the example"):
+  with pytest.raises(ops.OpError, match=r"keep: \['labels'\] not in the example"):
     _run("keep('labels')", {"image": 0})
+
+
+def test_a_failing_op_is_named_as_written_with_the_keys_it_saw():
+  png = io.BytesIO()
+  Image.fromarray(_image()).save(png, "PNG")
+  example = {"image": png.getvalue(), "captions": ["a red circle"]}
+  pipeline = ops.parse("decode|resize(8)|tokenize(max_len=12)|keep('image', 'labels')")
+  with pytest.raises(ops.OpError) as e:
+    pipeline(example, RNG())  # tokenize reads 'text' (its default inkey), which is not there
+  err = e.value
+  assert err.op == "tokenize(max_len=12)" and err.keys == ["captions", "image"]
+  assert isinstance(err.cause, KeyError) and err.__cause__ is err.cause
+  assert isinstance(err, errors.Error)
+  assert "'tokenize(max_len=12)' failed with KeyError: 'text'" in str(err)
+  assert "keys ['captions', 'image']" in str(err)
+  again = pickle.loads(pickle.dumps(err))  # Crosses process boundaries intact.
+  assert (again.op, again.keys, str(again)) == (err.op, err.keys, str(err))

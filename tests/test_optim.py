@@ -45,7 +45,7 @@ def test_bad_schedule_names_it():
 
 
 def test_decoupled_weight_decay_only_on_masked_params():
-  tx, _ = optim.make(_config(), PARAMS, total_steps=10)
+  tx, _ = optim.make_optimizer(_config(), PARAMS, total_steps=10)
   grads = jax.tree.map(jnp.zeros_like, PARAMS)
   updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
   np.testing.assert_allclose(updates["enc"]["kernel"], -0.01 * np.ones((2, 2)), rtol=1e-6)
@@ -54,34 +54,30 @@ def test_decoupled_weight_decay_only_on_masked_params():
 
 
 def test_update_is_minus_lr_times_gradient_for_sgd():
-  tx, _ = optim.make(_config(wd=0.0), PARAMS, total_steps=10)
+  tx, _ = optim.make_optimizer(_config(wd=0.0), PARAMS, total_steps=10)
   grads = jax.tree.map(lambda p: 2 * jnp.ones_like(p), PARAMS)
   updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
   for u in jax.tree.leaves(updates):
     np.testing.assert_allclose(u, -0.2, rtol=1e-6)
 
 
-def test_lr_multiplier_zero_freezes_without_state():
-  tx, _ = optim.make(_config(lr_mults=(("enc/.*", 0.0),), optax=dict(name="adam")), PARAMS, 10)
-  state = tx.init(PARAMS)
-  grads = jax.tree.map(jnp.ones_like, PARAMS)
-  updates, _ = tx.update(grads, state, PARAMS)
-  np.testing.assert_allclose(updates["enc"]["kernel"], 0)
-  np.testing.assert_allclose(updates["enc"]["bias"], 0)
-  assert float(jnp.abs(updates["t"][0])) > 0
-  state_shapes = {tuple(x.shape) for x in jax.tree.leaves(state)}
-  assert (2, 2) not in state_shapes  # no Adam moments for the frozen kernel
+def test_lr_multipliers_scale_the_update():
+  tx, _ = optim.make_optimizer(_config(wd=0.0, lr_mults=(("enc/.*", 0.5),)), PARAMS, 10)
+  grads = jax.tree.map(lambda p: 2 * jnp.ones_like(p), PARAMS)
+  updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+  np.testing.assert_allclose(updates["enc"]["kernel"], -0.1, rtol=1e-6)
+  np.testing.assert_allclose(updates["t"], -0.2, rtol=1e-6)
 
 
 def test_gradient_clipping():
-  tx, _ = optim.make(_config(wd=0.0, grad_clip_norm=1.0), PARAMS, 10)
+  tx, _ = optim.make_optimizer(_config(wd=0.0, grad_clip_norm=1.0), PARAMS, 10)
   grads = jax.tree.map(lambda p: 10 * jnp.ones_like(p), PARAMS)
   updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
   np.testing.assert_allclose(float(optax.global_norm(updates)), 0.1, rtol=1e-5)
 
 
 def test_adam_b2_is_configurable():
-  tx, _ = optim.make(_config(wd=0.0, optax=dict(name="adam", b2=0.95)), PARAMS, 10)
+  tx, _ = optim.make_optimizer(_config(wd=0.0, optax=dict(name="adam", b2=0.95)), PARAMS, 10)
   adam = [s for s in jax.tree.leaves(tx.init(PARAMS), is_leaf=lambda x: hasattr(x, "nu"))
           if hasattr(s, "nu")]
   assert adam  # scale_by_adam's state is there; b2 is checked through one update below

@@ -1,8 +1,6 @@
 """Mesh construction and name-rule shardings."""
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 

@@ -1,21 +1,18 @@
-"""Tar shards and the grain loader: exact resume, per-process sharding, bad records, errors."""
+"""Sources (tar shards: patterns, truncation, errors) and the make_shards command."""
 
 import io
 import os
 import tarfile
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from big_vision_lite.data import loader, shapes, sources
 from big_vision_lite.tools import make_shards
 
-PP = ("decode|resize(32)|flip_lr|value_range(-1,1)|choice(inkey='captions',outkey='text')|"
-      "tokenize(max_len=12,inkey='text',outkey='labels')|keep('image','labels')")
 
-
-def _jpeg(index, fmt="JPEG"):
+def jpeg(index, fmt="JPEG"):
+  """A 64x48 drawn image, encoded."""
   img = shapes.draw(0, "test", index, image_size=48)["image"]
   buf = io.BytesIO()
   Image.fromarray(img).resize((64, 48)).save(buf, fmt)
@@ -24,15 +21,16 @@ def _jpeg(index, fmt="JPEG"):
 
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory):
-  """4 shards x 10 real JPEG/PNG samples; caption = 'sample N'."""
+  """4 shards x 10 real JPEG/PNG samples; caption = 'a photo N'."""
   out = tmp_path_factory.mktemp("shards")
-  samples = [(f"{i:05d}", _jpeg(i, "PNG" if i % 5 == 0 else "JPEG"),
+  samples = [(f"{i:05d}", jpeg(i, "PNG" if i % 5 == 0 else "JPEG"),
               "png" if i % 5 == 0 else "jpg", [f"a photo {i}"]) for i in range(40)]
   make_shards.write_shards(samples, str(out), samples_per_shard=10)
   return out
 
 
-def _add(tar, name, data):
+def add_member(tar, name, data):
+  """Adds a file `name` holding `data` to an open tar."""
   info = tarfile.TarInfo(name)
   info.size = len(data)
   tar.addfile(info, io.BytesIO(data))
@@ -57,88 +55,56 @@ def test_clear_errors_for_missing_and_empty(tmp_path):
   with pytest.raises(ValueError, match="contain no samples"):
     sources.TarShards(str(tmp_path / "empty.tar"))
   with pytest.raises(FileNotFoundError, match=r"unknown tfds dataset 'laion'.*'tar', 'shapes'"):
-    sources.make({"name": "laion", "data_dir": str(tmp_path)})
+    sources.make_source({"name": "laion", "data_dir": str(tmp_path)})
 
 
-def _stream(it, n):
-  return [next(it) for _ in range(n)]
+def _members(path):
+  """{name: (header offset, data offset, size)} of a whole tar."""
+  with tarfile.open(path) as tar:
+    return {m.name: (m.offset, m.offset_data, m.size) for m in tar}
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_continues_the_exact_sequence(shard_dir, workers):
-  kw = dict(data={"name": "tar", "pattern": str(shard_dir)}, pp=PP, global_batch=8, seed=3,
-            num_workers=workers, process_index=0, process_count=1)
-  straight = loader.GrainInput(**kw)
-  expected = _stream(straight, 9)  # 72 examples: crosses an epoch boundary (40)
-  straight.close()
-  first = loader.GrainInput(**kw)
-  got = _stream(first, 4)
-  state = first.get_state()
-  first.close()
-  resumed = loader.GrainInput(**kw)
-  resumed.set_state(state)
-  got += _stream(resumed, 5)
-  resumed.close()
-  for a, b in zip(expected, got):
-    np.testing.assert_array_equal(a["image"], b["image"])
-    np.testing.assert_array_equal(a["labels"], b["labels"])
-
-
-def _captions_seen(shard_dir, process_index, n_batches):
-  it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)},
-                         pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=8,
-                         seed=1, process_index=process_index, process_count=2)
-  return [t for b in _stream(it, n_batches) for t in b["text"]]
-
-
-def test_two_processes_read_disjoint_halves_covering_each_epoch(shard_dir):
-  a, b = _captions_seen(shard_dir, 0, 5), _captions_seen(shard_dir, 1, 5)  # 20 each = 1 epoch
-  assert not set(a) & set(b)
-  assert sorted(a + b) == sorted(f"a photo {i}" for i in range(40))
-  second_epoch = _captions_seen(shard_dir, 0, 10)[20:]
-  assert sorted(second_epoch) == sorted(a) and second_epoch != a  # reshuffled each epoch
-
-
-def test_bad_records_are_skipped_and_counted(tmp_path):
-  with tarfile.open(tmp_path / "bad.tar", "w") as tar:
-    for i in range(6):
-      _add(tar, f"{i}.jpg", _jpeg(i))
-      _add(tar, f"{i}.txt", f"good {i}".encode())
-    _add(tar, "corrupt.jpg", b"\xff\xd8 not a jpeg")
-    _add(tar, "corrupt.txt", b"broken image")
-    _add(tar, "nocaption.jpg", _jpeg(7))
-    _add(tar, "noimage.txt", b"caption without image")
-  it = loader.GrainInput(data={"name": "tar", "pattern": str(tmp_path / "bad.tar")}, pp=PP,
-                         global_batch=6, process_index=0, process_count=1)
-  batch = next(it)
-  assert batch["image"].shape == (6, 32, 32, 3)
-  assert it.skipped == 3
-  assert it.get_state()["skipped"] == 3
-
-
-def test_truncated_shard_keeps_what_it_can_read(shard_dir, tmp_path):
-  data = open(shard_dir / "shards-00000.tar", "rb").read()
-  cut = tmp_path / "cut.tar"
-  cut.write_bytes(data[:len(data) // 2 + 100])
-  src = sources.TarShards(str(cut))
-  assert 0 < len(src) < 10 and src.warnings and "unreadable" in src.warnings[0]
-
-
-def test_weighted_mixture(shard_dir):
-  it = loader.GrainInput(data=[{"name": "tar", "pattern": str(shard_dir), "weight": 3.0},
-                               {"name": "shapes", "image_size": 32, "weight": 1.0}],
-                         pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=40,
+@pytest.mark.parametrize("damage", ["header", "data", "junk_for_header", "no_end_marker"])
+def test_truncated_shard_warns_at_start_and_keeps_the_readable_samples(shard_dir, tmp_path, capsys,
+                                                                     damage):
+  whole = shard_dir / "shards-00000.tar"
+  data, members = whole.read_bytes(), _members(whole)
+  header, data_start, _ = members["00003.jpg"]  # The first member of the fourth sample.
+  damaged = {"header": data[:header + 100],          # inside 00003.jpg's header block
+             "data": data[:data_start + 50],         # inside 00003.jpg's bytes
+             "junk_for_header": data[:header] + b"\x07junk" * 300,
+             "no_end_marker": data[:header]}[damage]
+  path = tmp_path / "cut.tar"
+  path.write_bytes(damaged)
+  it = loader.GrainInput(data={"name": "tar", "pattern": str(path)},
+                         pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=3,
                          process_index=0, process_count=1)
-  texts = [t for b in _stream(it, 5) for t in b["text"]]
-  frac = np.mean([t.startswith("a photo") for t in texts])
-  assert 0.65 < frac < 0.85  # 3:1
+  printed = capsys.readouterr().out
+  assert f"warning: {path}: cut short after 3 samples (" in printed
+  why = {"header": f"header at byte {header} is cut off", "data": "00003.jpg needs bytes up to",
+         "junk_for_header": "neither a member header", "no_end_marker": "no end-of-archive marker"}
+  assert why[damage] in printed
+  assert sorted(next(it)["text"]) == ["a photo 0", "a photo 1", "a photo 2"] and it.skipped == 0
+  it.close()
+
+
+def test_garbage_after_the_end_of_archive_is_reported(shard_dir, tmp_path):
+  path = tmp_path / "appended.tar"
+  path.write_bytes((shard_dir / "shards-00000.tar").read_bytes() + b"garbage" * 100)
+  src = sources.TarShards(str(path))
+  assert len(src) == 10 and len(src.warnings) == 1
+  assert "cut short after 10 samples (700 bytes of data at byte" in src.warnings[0]
+
+
+def test_whole_shards_have_no_warning(shard_dir):
+  assert sources.TarShards(str(shard_dir)).warnings == []
 
 
 def test_make_shards_command(tmp_path):
   images = tmp_path / "images"
   images.mkdir()
   for i in range(3):
-    (images / f"im{i}.png").write_bytes(_jpeg(i, "PNG"))
+    (images / f"im{i}.png").write_bytes(jpeg(i, "PNG"))
   (tmp_path / "caps.csv").write_text("file,caption\nim0.png,zero\nim1.png,one\nim0.png,nil\n"
                                      "im2.png,two\n")
   make_shards.main(["--images", str(images), "--captions", str(tmp_path / "caps.csv"),
@@ -149,21 +115,25 @@ def test_make_shards_command(tmp_path):
   assert not any(f.endswith(".tmp") for f in os.listdir(tmp_path / "out"))
 
 
-def test_trainer_on_tar_shards_logs_skipped_records(tmp_path):
-  from big_vision_lite import metrics, train  # pylint: disable=import-outside-toplevel
-  from tests.test_train import CONFIG, TINY  # pylint: disable=import-outside-toplevel
-  with tarfile.open(tmp_path / "data.tar", "w") as tar:
-    for i in range(40):
-      _add(tar, f"{i}.jpg", _jpeg(i) if i != 5 else b"corrupt")
-      _add(tar, f"{i}.txt", shapes.draw(0, "test", i, image_size=48)["caption"].encode())
-  pp = ("decode|resize(32)|value_range(-1,1)|choice(inkey='captions',outkey='text')|"
-        "tokenize(max_len=12)|keep('image','labels')")
-  train.main(["--config", CONFIG, "--workdir", str(tmp_path / "w")] + TINY + [
-      f"--config.input.data={{'name': 'tar', 'pattern': '{tmp_path / 'data.tar'}'}}",
-      f"--config.input.pp={pp}", "--config.total_steps=4", "--config.log_training_steps=2",
-      "--config.eval_steps=4"])
-  rows = metrics.read(str(tmp_path / "w"))
-  # 64 good examples span 1.6 epochs of the 40 records: the corrupt one is met once or twice.
-  assert rows[-1]["data/skipped"] in (1, 2)
-  assert rows[0]["data/skipped"] <= rows[-1]["data/skipped"]
-  assert np.isfinite(rows[-1]["train/loss"])
+def test_make_shards_skips_images_whose_captions_are_all_empty(tmp_path, capsys):
+  images = tmp_path / "images"
+  images.mkdir()
+  for i in range(8):
+    (images / f"im{i}.png").write_bytes(jpeg(i, "PNG"))
+  rows = ['{"file": "im0.png", "caption": "zero"}', '{"file": "im1.png", "caption": ""}',
+          '{"file": "im2.png", "caption": ["  ", "two\\n  lines "]}',
+          '{"file": "im3.png", "caption": [" ", "\\t"]}', '{"file": "im4.png", "caption": null}']
+  rows += [f'{{"file": "im{i}.png", "caption": "   "}}' for i in range(5, 8)]
+  (tmp_path / "caps.jsonl").write_text("\n".join(rows) + "\n")
+  make_shards.main(["--images", str(images), "--captions", str(tmp_path / "caps.jsonl"),
+                    "--output", str(tmp_path / "out")])
+  printed = capsys.readouterr().out
+  assert "skipped 6 images whose captions are all empty: im1.png, im3.png, im4.png, im5.png, " \
+         "im6.png, ..." in printed and "wrote 2 samples" in printed
+  src = sources.TarShards(str(tmp_path / "out"))
+  assert [sources.standardize(src[i])["captions"] for i in range(len(src))] == [
+      ["zero"], ["two lines"]]
+  (tmp_path / "none.csv").write_text("file,caption\nim1.png, \n")
+  with pytest.raises(SystemExit, match="no non-empty captions"):
+    make_shards.main(["--images", str(images), "--captions", str(tmp_path / "none.csv"),
+                      "--output", str(tmp_path / "out2")])

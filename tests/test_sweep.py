@@ -414,7 +414,9 @@ def test_slurm_array_script_runs_one_task_per_run(tmp_path, jax_cache, capsys):
   text = script.read_text()
   assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
   assert "#SBATCH --array=0-3%3" in text and "#SBATCH --time=1:00:00" in text
-  assert "#SBATCH --gpus-per-node=8" in text
+  # launch/slurm.sh's own options: resources, SIGTERM before the time limit, requeue.
+  for option in ("--gpus-per-node=8", "--signal=TERM@300", "--requeue", "--open-mode=append"):
+    assert f"#SBATCH {option}\n" in text
   manifest = sweep_lib.read_manifest(str(directory))
   listed = re.findall(r"^  \[(\d+)\]=(\S+)$", text, re.M)
   assert [(int(i), n.strip("'")) for i, n in listed] == [

@@ -96,7 +96,7 @@ def test_clear_errors(data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match=r"not prepared under .*prepare_tfds bvl_tiny_captions"):
     sources.TfdsSource("bvl_tiny_captions", data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="unknown tfds dataset 'no_such_dataset_xyz'"):
-    sources.make({"name": "no_such_dataset_xyz", "data_dir": str(tmp_path)})
+    sources.make_source({"name": "no_such_dataset_xyz", "data_dir": str(tmp_path)})
   with pytest.raises(ValueError, match=r"has no split 'validation'; it has \['train', 'test'\]|"
                                        r"has no split 'validation'; it has \['test', 'train'\]"):
     sources.TfdsSource("bvl_tiny_captions", split="validation", data_dir=data_dir)
@@ -113,7 +113,7 @@ def tiny():
                     text=dict(variant="mu", width=16, mlp_dim=32, vocab_size=256), out_dim=8)
   params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 24, 24, 3)),  # Eager: 20 s.
                                np.zeros((1, 12), np.int32))
-  return params["params"], Embedder(model, sharding.make_mesh(), batch_size=8)
+  return params["params"], Embedder(lambda p, i, t: model.apply({'params': p}, i, t), sharding.make_mesh(), batch_size=8)
 
 
 def test_evaluators_on_a_tfds_dataset(data_dir, tiny):

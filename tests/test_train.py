@@ -2,13 +2,13 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -43,11 +43,11 @@ def _run_steps(cfg, mesh, num_steps, accum_steps=1):
   it = loader.make_input(cfg.input, cfg.batch_size, image_size=cfg.model.image.image_size,
                          max_len=cfg.model.text.max_len)
   cfg.grad_accum_steps = accum_steps
-  _, _, init_fn, update = train.build(cfg, mesh, 10)
+  _, _, init_fn, update, _ = train.build(cfg, mesh, 10)
   state = init_fn(jax.random.key(0))
   losses = []
-  for step in range(num_steps):
-    state, m = update(state, loader.to_global(it.batch(step), sharding.batch_sharding(mesh)))
+  for _ in range(num_steps):
+    state, m = update(state, loader.to_global(next(it), sharding.batch_sharding(mesh)))
     losses.append(float(m["loss"]))
   it.close()
   return losses, jax.device_get(state["params"])
@@ -98,60 +98,82 @@ def test_gradient_accumulation_equals_the_full_batch(loss):
   _assert_params_close(params_acc, params_full)
 
 
-def test_end_to_end_outputs(tmp_path):
-  results = train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run of 4 steps (evaluated at the end): (workdir, returned final metrics)."""
+  workdir = tmp_path_factory.mktemp("run")
+  results = train.main(["--config", CONFIG, "--workdir", str(workdir)] + TINY + [
       "--config.total_steps=4", "--config.log_training_steps=2", "--config.ckpt_steps=2",
       "--config.eval_steps=4", "--config.keep_ckpts=1"])
+  return workdir, results
+
+
+def test_run_writes_metrics_config_checkpoints_and_tensorboard(trained):
+  workdir, results = trained
   for task in ("shapes_shape", "shapes_color", "shapes_combo_heldout"):
     assert 0 <= results[f"zeroshot/{task}/top1"] <= 1
-  rows = metrics.read(str(tmp_path))
+  rows = metrics.read(str(workdir))
   assert [r["step"] for r in rows] == [1, 2, 4]
   for key in ("train/loss", "train/t", "train/b", "train/lr", "train/img_per_sec",
               "train/grad_norm", "train/pos_logit", "train/neg_logit", "train/img2txt_acc",
               "train/txt2img_acc"):
     assert np.isfinite(rows[-1][key]), key
   for key in ("zeroshot/shapes_shape/top1", "retrieval/shapes/img2txt_r@1",
-              "retrieval/shapes/txt2img_r@1"):
+              "retrieval/shapes/txt2img_r@1", "fewshot/shapes_shape/2shot"):
     assert key in rows[-1]
-  assert json.load(open(tmp_path / "config.json"))["batch_size"] == 16
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
-  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+  written = json.load(open(workdir / "config.json"))
+  assert written["batch_size"] == 16 and written["optax"]["eps"] == 1e-8  # Resolved: defaults in.
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
 
-  # Standalone evaluation of the final checkpoint (config from the run's config.json) gives
-  # the in-training figures exactly, and its CLIP_benchmark JSONs carry the same numbers.
-  standalone = evaluate.main(["--workdir", str(tmp_path), "--clip_benchmark"])
-  assert standalone == {k: v for k, v in rows[-1].items() if k.startswith(
-      ("zeroshot/", "retrieval/", "fewshot/"))} == results
-  saved = json.load(open(tmp_path / "eval" / "4.json"))
+
+def test_standalone_evaluation_reproduces_the_in_training_metrics(trained):
+  workdir, results = trained
+  in_training = {k: v for k, v in metrics.read(str(workdir))[-1].items()
+                 if k.startswith(("zeroshot/", "retrieval/", "fewshot/"))}
+  standalone = evaluate.main(["--workdir", str(workdir)])
+  assert standalone == in_training == results
+  saved = json.load(open(workdir / "eval" / "4.json"))
   assert saved["step"] == 4 and saved["metrics"] == standalone
-  bench = json.load(open(tmp_path / "eval" / "clip_benchmark" / "4" / "retrieval.json"))
+  with pytest.raises(config_lib.ConfigError, match=r"--evals \['nope'\] not in config.evals"):
+    evaluate.main(["--workdir", str(workdir), "--evals", "nope"])
+
+
+def test_clip_benchmark_json_carries_the_same_numbers(trained):
+  workdir, results = trained
+  evaluate.main(["--workdir", str(workdir), "--clip_benchmark",
+                 "--evals", "retrieval,zeroshot_shape"])
+  bench = json.load(open(workdir / "eval" / "clip_benchmark" / "4" / "retrieval.json"))
   assert bench["task"] == "zeroshot_retrieval" and bench["dataset"] == "shapes"
   assert bench["metrics"]["image_retrieval_recall@5"] == results["retrieval/shapes/txt2img_r@5"]
-  bench = json.load(open(tmp_path / "eval" / "clip_benchmark" / "4" / "zeroshot_shape.json"))
+  bench = json.load(open(workdir / "eval" / "clip_benchmark" / "4" / "zeroshot_shape.json"))
   assert bench["metrics"] == {"acc1": results["zeroshot/shapes_shape/top1"],
                               "acc5": results["zeroshot/shapes_shape/top5"],
                               "mean_per_class_recall":
                                   results["zeroshot/shapes_shape/mean_per_class_recall"]}
-  with pytest.raises(config_lib.ConfigError, match=r"--evals \['nope'\] not in config.evals"):
-    evaluate.main(["--workdir", str(tmp_path), "--evals", "nope"])
 
-  # Plots: curves, eval metrics, and (after exporting embeddings) PCA and similarity pictures.
-  written = plot.main(["--workdir", str(tmp_path)])
+
+def test_plots_and_embedding_export(trained):
+  workdir, _ = trained
+  written = plot.main(["--workdir", str(workdir)])
   names = sorted(os.path.basename(w) for w in written)
   assert names == ["eval_metrics.png", "pca_zeroshot_color.png", "pca_zeroshot_combo.png",
                    "pca_zeroshot_shape.png", "similarity_retrieval.png", "training_curves.png"]
   assert all(os.path.getsize(w) > 10_000 for w in written)
-  exported = tmp_path / "embeddings" / "4"
+  exported = workdir / "embeddings" / "4"
   assert np.load(exported / "retrieval" / "image_embeddings.npy").shape == (24, 16)
   labels = np.load(exported / "zeroshot_shape" / "labels.npy")
   assert labels.shape == (24,) and labels.dtype.kind == "i"
 
-  # The same workdir with a different model: a loud, specific error.
+
+def test_resuming_with_a_different_model_names_each_differing_parameter(trained):
+  workdir, _ = trained
   with pytest.raises(ckpt_lib.CheckpointMismatch,
                      match=r"params/img/MAPHead_0/probe: checkpoint \(1, 1, 32\) vs model "
                            r"\(1, 1, 48\)"):
-    train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+    train.main(["--config", CONFIG, "--workdir", str(workdir)] + TINY + [
         "--config.total_steps=6", "--config.model.image.width=48"])
+  assert json.load(open(workdir / "config.json"))["model"]["image"]["width"] == 32  # Untouched.
 
 
 def _final_params(workdir):
@@ -196,3 +218,64 @@ def test_resume_after_kill9_reproduces_uninterrupted_run(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   logged = [r["step"] for r in metrics.read(str(killed))]
   assert logged == sorted(set(logged)), "resumed run must not duplicate metric rows"
+
+
+def _opt_names(abstract_state):
+  return [name for name, _ in pytree.named_leaves(abstract_state["opt"])]
+
+
+@pytest.mark.parametrize("how", ["frozen", "lr_mults"])
+def test_frozen_parameters_get_no_gradient_and_no_optimiser_state(how):
+  """LiT: the image tower is locked. It has no Adam moments, gets no gradient (the step's
+  FLOPs drop by its backward pass), and stays bit-identical while the text tower trains."""
+  freeze = ("--config.frozen=('img/.*',)" if how == "frozen" else
+            "--config.lr_mults=(('img/.*', 0.0),)")
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  cfg_full, cfg_lit = _tiny_config(), _tiny_config(freeze)
+  _, full_state, _, full_update, _ = train.build(cfg_full, mesh, 10)
+  _, lit_state, init_fn, lit_update, mask = train.build(cfg_lit, mesh, 10)
+  full_names, lit_names = _opt_names(full_state), _opt_names(lit_state)
+  assert any("/img/" in n for n in full_names) and not any("/img/" in n for n in lit_names)
+  num_leaves = lambda tree: len(jax.tree.leaves(tree))
+  frozen = num_leaves(full_state["params"]["img"])
+  assert len(full_names) - len(lit_names) == 2 * frozen  # Adam's mu and nu per parameter.
+  assert all(not m for m in jax.tree.leaves(mask["img"])) and all(jax.tree.leaves(mask["txt"]))
+  flops = lambda update, state: update.lower(state, train.abstract_batch(cfg_full, mesh)
+                                             ).cost_analysis()["flops"]
+  assert flops(lit_update, lit_state) < 0.8 * flops(full_update, full_state)
+
+  it = loader.make_input(cfg_lit.input, cfg_lit.batch_size, image_size=32, max_len=12)
+  state = init_fn(jax.random.key(0))
+  before = jax.device_get(state["params"])
+  for step in range(2):
+    state, _ = lit_update(state, loader.to_global(next(it), sharding.batch_sharding(mesh)))
+  after = jax.device_get(state["params"])
+  jax.tree.map(np.testing.assert_array_equal, after["img"], before["img"])
+  assert not np.array_equal(after["txt"]["head"]["kernel"], before["txt"]["head"]["kernel"])
+  it.close()
+  with pytest.raises(config_lib.ConfigError, match="every parameter is frozen"):
+    train.build(_tiny_config("--config.frozen=('.*',)"), mesh, 10)
+
+
+def test_lora_trains_only_the_adapters_and_reports_the_count(tmp_path, capsys):
+  cfg = _tiny_config("--config.lora={'rank': 2, 'train': ('txt/head/.*',)}")
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  _, abstract_state, init_fn, update, mask = train.build(cfg, mesh, 10)
+  trainable = {n for n, m in pytree.named_leaves(mask) if m}
+  assert trainable and all(n.startswith(("lora/", "txt/head/")) for n in trainable)
+  assert any(n.startswith("txt/head/") for n in trainable)
+  it = loader.make_input(cfg.input, cfg.batch_size, image_size=32, max_len=12)
+  state = init_fn(jax.random.key(0))
+  before = jax.device_get(state["params"])
+  for step in range(2):
+    state, _ = update(state, loader.to_global(next(it), sharding.batch_sharding(mesh)))
+  it.close()
+  after = jax.device_get(state["params"])
+  for name, value in pytree.named_leaves(after):
+    old = dict(pytree.named_leaves(before))[name]
+    assert np.array_equal(value, old) != (name in trainable), name
+  with pytest.raises(config_lib.ConfigError, match="lora adapts unscanned towers"):
+    config_lib.validate(_tiny_config("--config.lora={}", "--config.model.image.scan=True"), 1)
+  train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
+      "--config.lora={'rank': 2}", "--config.total_steps=2", "--config.evals={}"])
+  assert re.search(r"0\.\d\dM parameters, 0\.0\dM trainable \(\d+\.\d%\)", capsys.readouterr().out)

@@ -6,7 +6,8 @@
 `parse(spec)` builds every op at start (unknown op or bad argument: an error naming it) and
 returns `fn(example: dict, rng: np.random.Generator) -> dict`. Each op is a factory in OPS
 returning `op(example, rng) -> example`; random ops draw only from `rng`, so a pipeline given
-a per-example seeded generator is deterministic (and resumable).
+a per-example seeded generator is deterministic (and resumable). An op that fails on an example
+raises `OpError`, naming the op as written and the keys the example had at that op.
 """
 
 import ast
@@ -17,9 +18,22 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from big_vision_lite import errors
 from big_vision_lite.data import tokenizer as tok_lib
 
 Op = Callable[[dict, np.random.Generator], dict]
+
+
+class OpError(errors.Error):
+  """An op failed on an example: which op (as written), why, and the example's keys then."""
+
+  def __init__(self, op: str, cause: BaseException, keys: list[str]):
+    self.op, self.cause, self.keys = op, cause, keys
+    super().__init__(f"preprocessing op {op!r} failed with {type(cause).__name__}: {cause} "
+                     f"(the example had keys {keys} at that op)")
+
+  def __reduce__(self):  # Rebuilt from its fields when pickled (e.g. out of a worker process).
+    return OpError, (self.op, self.cause, self.keys)
 
 
 def _image_op(fn) -> Callable[..., Op]:
@@ -108,10 +122,15 @@ def _flip_lr(image, rng) -> np.ndarray:
   return image[:, ::-1] if rng.random() < 0.5 else image
 
 
+def value_range(image: np.ndarray, vmin: float = -1, vmax: float = 1) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [vmin, vmax] (the training stream and evaluators use it too)."""
+  return image.astype(np.float32) * ((vmax - vmin) / 255.) + vmin
+
+
 def _value_range(image, rng, vmin: float = -1, vmax: float = 1) -> np.ndarray:
   """uint8 [0, 255] -> float32 [vmin, vmax]."""
   del rng
-  return image.astype(np.float32) * ((vmax - vmin) / 255.) + vmin
+  return value_range(image, vmin, vmax)
 
 
 def choice(inkey: str = "captions", outkey: str | None = None) -> Op:
@@ -215,9 +234,11 @@ def _parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
 
 
 def parse(spec: str) -> Op:
-  """Builds the pipeline `fn(example, rng) -> example` from an op string."""
+  """Builds the pipeline `fn(example, rng) -> example` from an op string; a failing op raises
+  OpError (its cause chained)."""
   ops = []
-  for text in split_ops(spec):
+  texts = split_ops(spec)
+  for text in texts:
     name, args, kwargs = _parse_call(text)
     if name not in OPS:
       raise ValueError(f"unknown preprocessing op {name!r} in {text!r}; known ops: {sorted(OPS)}")
@@ -230,8 +251,13 @@ def parse(spec: str) -> Op:
                        f"signature: {name}{inspect.signature(factory)}") from None
 
   def pipeline(example: dict, rng: np.random.Generator) -> dict:
-    for op in ops:
-      example = op(example, rng)
+    # One try around the loop costs nothing until an op raises (zero-cost exceptions); then
+    # `text` is the failing op and `example` the input it failed on.
+    try:
+      for text, op in zip(texts, ops):
+        example = op(example, rng)
+    except Exception as e:  # pylint: disable=broad-except
+      raise OpError(text, e, sorted(map(str, example)) if isinstance(example, dict) else []) from e
     return example
 
   return pipeline

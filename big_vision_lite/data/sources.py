@@ -13,9 +13,14 @@ import tarfile
 import threading
 from typing import Any
 
+from big_vision_lite import errors
 from big_vision_lite.data import shapes
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class DataError(errors.Error, ValueError):
+  """Input data that cannot train: the message names the source or op and the fix."""
 
 
 class BadRecord(ValueError):
@@ -41,12 +46,17 @@ def expand_pattern(pattern: str) -> list[str]:
 
 
 def _index_tar(path: str) -> tuple[list[tuple[str, dict[str, tuple[int, int]]]], str | None]:
-  """[(key, {ext: (data offset, size)})] in file order, and an error if the tar is cut short."""
+  """[(key, {ext: (data offset, size)})] in file order, and why the tar is cut short (None when
+  it is whole)."""
   samples: dict[str, dict[str, tuple[int, int]]] = {}
-  error = None
+  file_size = os.path.getsize(path)
   try:
     with tarfile.open(path, "r:") as tar:
       for member in tar:
+        if member.offset_data + member.size > file_size:
+          return list(samples.items()), (f"{member.name} needs bytes up to "
+                                         f"{member.offset_data + member.size}, the file ends at "
+                                         f"{file_size}")
         if not member.isfile():
           continue
         base = os.path.basename(member.name)
@@ -55,15 +65,42 @@ def _index_tar(path: str) -> tuple[list[tuple[str, dict[str, tuple[int, int]]]],
         key, _, ext = base.partition(".")
         key = os.path.join(os.path.dirname(member.name), key)
         samples.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size)
+      end = tar.offset  # Where tarfile stopped: the end-of-archive blocks should start here.
   except (tarfile.TarError, OSError) as e:
-    error = f"{type(e).__name__}: {e}"
-  return list(samples.items()), error
+    return list(samples.items()), f"{type(e).__name__}: {e}"
+  # tarfile also stops quietly at a header cut off by the end of the file or at bytes that are no
+  # header at all, so a whole archive is one whose rest is the zero blocks that end it.
+  return list(samples.items()), _trailing_problem(path, end, file_size)
+
+
+def _trailing_problem(path: str, end: int, file_size: int) -> str | None:
+  """Why bytes end.. of a tar are not the end-of-archive zero blocks, or None if they are."""
+  if end >= file_size:
+    return f"no end-of-archive marker: the file ends at byte {file_size}, after the last member"
+  with open(path, "rb") as f:
+    f.seek(end)
+    pos = end
+    while chunk := f.read(1 << 20):
+      stripped = chunk.lstrip(b"\0")
+      if stripped:
+        pos += len(chunk) - len(stripped)
+        break
+      pos += len(chunk)
+    else:
+      return None
+  if pos > end:
+    return (f"{file_size - pos} bytes of data at byte {pos}, after the end-of-archive marker at "
+            f"byte {end}, are not read")
+  if file_size - end < tarfile.BLOCKSIZE:
+    return f"a member header at byte {end} is cut off by the end of the file at byte {file_size}"
+  return f"the bytes from byte {end} on are neither a member header nor the end-of-archive marker"
 
 
 class TarShards:
   """Samples of image-text tar shards (img2dataset layout: KEY.jpg + KEY.txt [+ KEY.json]).
 
-  Shards are indexed (member headers only) at start and read in place, never unpacked.
+  Shards are indexed (member headers only) at start and read in place, never unpacked. A shard
+  cut short keeps the samples before the cut and says why in `warnings` (printed at start).
   """
 
   def __init__(self, pattern: str):
@@ -77,13 +114,13 @@ class TarShards:
     self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
     self.warnings: list[str] = []
     for i, path in enumerate(self.files):
-      entries, error = _index_tar(path)
-      if error:
-        self.warnings.append(f"{path}: unreadable after {len(entries)} samples ({error})")
+      entries, problem = _index_tar(path)
+      if problem:
+        self.warnings.append(f"{path}: cut short after {len(entries)} samples ({problem})")
       self.samples.extend((i, key, members) for key, members in entries)
     if not self.samples:
-      raise ValueError(f"the tar shards matching {pattern!r} ({len(self.files)} files) contain no "
-                       "samples" + (f": {self.warnings[0]}" if self.warnings else ""))
+      raise DataError(f"the tar shards matching {pattern!r} ({len(self.files)} files) contain no "
+                      "samples" + (f": {self.warnings[0]}" if self.warnings else ""))
     self._local = threading.local()
 
   def __len__(self) -> int:
@@ -217,7 +254,7 @@ def standardize(record: dict[str, Any]) -> dict[str, Any]:
   return {"image": image, "captions": captions}
 
 
-def make(data: dict[str, Any]):
+def make_source(data: dict[str, Any]):
   """The source for one `config.input.data` entry (without its `weight`)."""
   data = dict(data)
   name = data.pop("name", None)
@@ -227,6 +264,6 @@ def make(data: dict[str, Any]):
   if name == "shapes":
     return ShapesSource(**data)
   if not name:
-    raise ValueError("a data source needs a name: 'tar' (pattern=...), 'shapes', or a tfds "
-                     "dataset name (split=..., data_dir=...)")
+    raise DataError("a data source needs a name: 'tar' (pattern=...), 'shapes', or a tfds "
+                    "dataset name (split=..., data_dir=...)")
   return TfdsSource(name, **data)

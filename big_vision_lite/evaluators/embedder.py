@@ -14,7 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from big_vision_lite import sharding as sharding_lib
-from big_vision_lite.data import loader
+from big_vision_lite.data import loader, ops
 from big_vision_lite.distributed import gather_rows
 
 REPRESENTATIONS = ("embedding", "pre_logits")
@@ -27,21 +27,24 @@ def _local_rows(out: jax.Array) -> np.ndarray:
 
 
 class Embedder:
-  """Runs one tower over this process's rows in global batches on the mesh."""
+  """Runs one tower over this process's rows in global batches on the mesh.
 
-  def __init__(self, model, mesh, batch_size: int):
+  `apply(params, images or None, tokens or None) -> (zimg, ztxt, aux)` is the model's forward
+  pass (TwoTowers' signature; see job.apply_fn, which adds LoRA adapters when there are any).
+  """
+
+  def __init__(self, apply: Callable, mesh, batch_size: int):
     n = mesh.devices.size
     self.batch_size = -(-batch_size // n) * n
     self.sharding = sharding_lib.batch_sharding(mesh)
 
     def image(params, x, representation):
-      z, _, aux = model.apply({"params": params}, x, None)
+      z, _, aux = apply(params, x, None)
       return z if representation == "embedding" else aux["img"]["pre_logits"]
 
     # Outputs stay split like the batch: each process reads back only its own rows.
     self._image = jax.jit(image, static_argnums=2, out_shardings=self.sharding)
-    self._text = jax.jit(lambda p, x: model.apply({"params": p}, None, x)[1],
-                         out_shardings=self.sharding)
+    self._text = jax.jit(lambda p, x: apply(p, None, x)[1], out_shardings=self.sharding)
 
   def _stream(self, fn: Callable, local, prep: Callable) -> Iterator[tuple[int, np.ndarray]]:
     """(start, fn(rows) [b, E] float32) for this process's rows [start, start + b), batch by
@@ -83,7 +86,7 @@ class Embedder:
     embeddings or the image tower's pre-logits. Every process must exhaust it."""
     if representation not in REPRESENTATIONS:
       raise ValueError(f"representation={representation!r} is not one of {REPRESENTATIONS}")
-    prep = lambda x: loader.value_range(x) if x.dtype == np.uint8 else x.astype(np.float32)
+    prep = lambda x: ops.value_range(x) if x.dtype == np.uint8 else x.astype(np.float32)
     return self._stream(lambda x: self._image(params, x, representation), local, prep)
 
   def images(self, params, local, representation: str = "embedding") -> np.ndarray:

@@ -2,15 +2,40 @@
 
 Parameter names match big_vision's released checkpoints (`encoderblock_{i}`, `MlpBlock_0`,
 `MultiHeadDotProductAttention_0`, `encoder_norm`, `MAPHead_0`), so those load with a key mapping.
+The defaults are big_vision's (tanh-approximated GELU, LayerNorm epsilon 1e-6); OpenAI/open_clip
+CLIP towers set `act`, `ln_eps` and `causal` (see ACTIVATIONS).
 """
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Dtype = Any
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """OpenAI CLIP's GELU approximation x * sigmoid(1.702 x)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+# Flax's `nn.gelu` defaults to the tanh approximation (big_vision's choice); open_clip's
+# non-OpenAI models use the exact erf form and OpenAI's CLIP uses QuickGELU.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu_tanh": functools.partial(nn.gelu, approximate=True),
+    "gelu": functools.partial(nn.gelu, approximate=False),
+    "quick_gelu": quick_gelu,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """The activation function called `name` (a key of ACTIVATIONS)."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f"unknown act {name!r}; known: {list(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
 
 REMAT_POLICIES = {
     "none": None,
@@ -21,10 +46,11 @@ REMAT_POLICIES = {
 
 
 class MlpBlock(nn.Module):
-  """Transformer MLP: Dense(mlp_dim) -> GELU -> Dense(width)."""
+  """Transformer MLP: Dense(mlp_dim) -> activation -> Dense(width)."""
 
   mlp_dim: int
   dtype_mm: Dtype = jnp.float32
+  act: str = "gelu_tanh"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, N, D] -> [B, N, D]
@@ -32,30 +58,43 @@ class MlpBlock(nn.Module):
                 bias_init=nn.initializers.normal(stddev=1e-6))
     width = x.shape[-1]
     x = nn.Dense(self.mlp_dim, dtype=self.dtype_mm, **init)(x)
-    x = nn.gelu(x)
+    x = activation(self.act)(x)
     return nn.Dense(width, dtype=self.dtype_mm, **init)(x)
 
 
-def _attention(num_heads: int, dtype_mm: Dtype) -> nn.MultiHeadDotProductAttention:
+def attention(num_heads: int, dtype_mm: Dtype, out_features: int | None = None,
+              out_kernel_init=None) -> nn.MultiHeadDotProductAttention:
+  """Multi-head attention named as in big_vision (`MultiHeadDotProductAttention_0`).
+
+  Must be called inside a compact module.
+  """
   return nn.MultiHeadDotProductAttention(
       num_heads=num_heads, kernel_init=nn.initializers.xavier_uniform(),
+      out_features=out_features, out_kernel_init=out_kernel_init,
       dtype=dtype_mm, deterministic=True, name="MultiHeadDotProductAttention_0")
 
 
 class Encoder1DBlock(nn.Module):
-  """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+  """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x)).
+
+  `causal=True` lets token i attend to tokens <= i only (CLIP's text tower).
+  """
 
   mlp_dim: int
   num_heads: int
   dtype_mm: Dtype = jnp.float32
+  act: str = "gelu_tanh"
+  ln_eps: float = 1e-6
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, _=None):  # [B, N, D] -> [B, N, D]
-    y = nn.LayerNorm(name="LayerNorm_0")(x)
-    y = _attention(self.num_heads, self.dtype_mm)(y, y)
+    mask = nn.make_causal_mask(jnp.ones(x.shape[:2], bool)) if self.causal else None
+    y = nn.LayerNorm(epsilon=self.ln_eps, name="LayerNorm_0")(x)
+    y = attention(self.num_heads, self.dtype_mm)(y, y, mask=mask)
     x = x + y.astype(x.dtype)
-    y = nn.LayerNorm(name="LayerNorm_1")(x)
-    y = MlpBlock(self.mlp_dim, self.dtype_mm, name="MlpBlock_0")(y)
+    y = nn.LayerNorm(epsilon=self.ln_eps, name="LayerNorm_1")(x)
+    y = MlpBlock(self.mlp_dim, self.dtype_mm, self.act, name="MlpBlock_0")(y)
     x = x + y.astype(x.dtype)
     return x, None  # The (carry, output) pair lets the same block run under nn.scan.
 
@@ -74,6 +113,9 @@ class Encoder(nn.Module):
   dtype_mm: Dtype = jnp.float32
   scan: bool = False
   remat_policy: str = "none"
+  act: str = "gelu_tanh"
+  ln_eps: float = 1e-6
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, N, D] -> [B, N, D]
@@ -84,14 +126,16 @@ class Encoder(nn.Module):
     if self.remat_policy != "none":
       block = nn.remat(block, prevent_cse=not self.scan,
                        policy=REMAT_POLICIES[self.remat_policy])
+    kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dtype_mm=self.dtype_mm,
+              act=self.act, ln_eps=self.ln_eps, causal=self.causal)
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       length=self.depth)
-      x, _ = stack(self.mlp_dim, self.num_heads, self.dtype_mm, name="encoderblock")(x, None)
+      x, _ = stack(**kw, name="encoderblock")(x, None)
     else:
       for i in range(self.depth):
-        x, _ = block(self.mlp_dim, self.num_heads, self.dtype_mm, name=f"encoderblock_{i}")(x)
-    return nn.LayerNorm(name="encoder_norm")(x)
+        x, _ = block(**kw, name=f"encoderblock_{i}")(x)
+    return nn.LayerNorm(epsilon=self.ln_eps, name="encoder_norm")(x)
 
 
 class MAPHead(nn.Module):
@@ -100,41 +144,57 @@ class MAPHead(nn.Module):
   mlp_dim: int
   num_heads: int
   dtype_mm: Dtype = jnp.float32
+  act: str = "gelu_tanh"
+  ln_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, N, D] -> [B, D]
     n, _, d = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d), x.dtype)
     probe = jnp.tile(probe, [n, 1, 1])
-    x = _attention(self.num_heads, self.dtype_mm)(probe, x)
-    y = nn.LayerNorm(name="LayerNorm_0")(x)
-    x = x + MlpBlock(self.mlp_dim, self.dtype_mm, name="MlpBlock_0")(y).astype(x.dtype)
+    x = attention(self.num_heads, self.dtype_mm)(probe, x)
+    y = nn.LayerNorm(epsilon=self.ln_eps, name="LayerNorm_0")(x)
+    y = MlpBlock(self.mlp_dim, self.dtype_mm, self.act, name="MlpBlock_0")(y)
+    x = x + y.astype(x.dtype)
     return x[:, 0]
 
 
-def pool(x: jax.Array, pool_type: str, mlp_dim: int, num_heads: int, dtype_mm: Dtype) -> jax.Array:
-  """Pools tokens [B, N, D] -> [B, D] with 'map', 'gap', 'first'/'tok' or 'last'.
+POOL_TYPES = ("map", "gap", "tok", "first", "last", "argmax")
 
-  Must be called inside a compact module (the 'map' head creates parameters).
+
+def pool(x: jax.Array, pool_type: str, mlp_dim: int, num_heads: int, dtype_mm: Dtype,
+         act: str = "gelu_tanh", ln_eps: float = 1e-6,
+         tokens: jax.Array | None = None) -> jax.Array:
+  """Pools tokens [B, N, D] -> [B, D] with 'map', 'gap', 'first'/'tok', 'last' or 'argmax'.
+
+  'argmax' takes the position of the largest id in `tokens` [B, N] (open_clip's text pooling:
+  CLIP's end-of-text token has the largest id). Must be called inside a compact module (the
+  'map' head creates parameters).
   """
   if pool_type == "map":
-    return MAPHead(mlp_dim, num_heads, dtype_mm, name="MAPHead_0")(x)
+    return MAPHead(mlp_dim, num_heads, dtype_mm, act, ln_eps, name="MAPHead_0")(x)
   if pool_type == "gap":
     return jnp.mean(x, axis=1)
   if pool_type in ("tok", "first"):
     return x[:, 0]
   if pool_type == "last":
     return x[:, -1]
-  raise ValueError(f"unknown pool_type {pool_type!r}; known: map, gap, tok, first, last")
+  if pool_type == "argmax":
+    if tokens is None:
+      raise ValueError("pool_type='argmax' pools at the largest token id: only the text tower "
+                       "has token ids")
+    return x[jnp.arange(x.shape[0]), jnp.argmax(tokens, axis=-1)]
+  raise ValueError(f"unknown pool_type {pool_type!r}; known: {', '.join(POOL_TYPES)}")
 
 
-def head(x: jax.Array, num_classes: int | None, zeroinit: bool, dtype_mm: Dtype) -> jax.Array:
+def head(x: jax.Array, num_classes: int | None, zeroinit: bool, dtype_mm: Dtype,
+         use_bias: bool = True) -> jax.Array:
   """The tower's projection `head` [B, D] -> [B, num_classes] in float32 (identity for None).
 
-  Must be called inside a compact module.
+  `use_bias=False` is CLIP's projection (a plain matrix). Must be called inside a compact module.
   """
   if not num_classes:
     return x
   init = nn.initializers.zeros if zeroinit else nn.initializers.lecun_normal()
-  x = nn.Dense(num_classes, kernel_init=init, dtype=dtype_mm, name="head")(x)
+  x = nn.Dense(num_classes, kernel_init=init, use_bias=use_bias, dtype=dtype_mm, name="head")(x)
   return x.astype(jnp.float32)

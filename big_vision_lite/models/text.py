@@ -1,4 +1,9 @@
-"""Text Transformer tower: token ids [B, L] -> embedding."""
+"""Text Transformer tower: token ids [B, L] -> embedding.
+
+The defaults are big_vision's text tower (bidirectional, pooled at the last token). OpenAI/
+open_clip CLIP text towers are the options `causal=True, pool_type='argmax', head_bias=False,
+act='quick_gelu' (OpenAI) or 'gelu', ln_eps=1e-5`.
+"""
 
 from typing import Any
 
@@ -12,7 +17,12 @@ from big_vision_lite.models.vit import resolve_hparams
 
 
 class TextTransformer(nn.Module):
-  """Bidirectional Transformer over token ids [B, L] -> (embedding [B, num_classes or D], aux)."""
+  """Transformer over token ids [B, L] -> (embedding [B, num_classes or D], aux).
+
+  `causal=True` masks attention to earlier tokens; `pool_type='argmax'` pools at the largest
+  token id (CLIP's end-of-text); `head_bias`, `act` (see layers.ACTIVATIONS) and `ln_eps` as in
+  the ViT.
+  """
 
   vocab_size: int
   variant: str | None = None
@@ -27,6 +37,10 @@ class TextTransformer(nn.Module):
   dtype_mm: Any = jnp.float32
   scan: bool = False
   remat_policy: str = "none"
+  act: str = "gelu_tanh"
+  ln_eps: float = 1e-6
+  causal: bool = False
+  head_bias: bool = True
 
   def hparams(self) -> dict[str, Any]:
     """The variant's hyper-parameters, with any explicitly given field taking precedence."""
@@ -44,8 +58,11 @@ class TextTransformer(nn.Module):
                      (1, text.shape[1], hp["width"]), jnp.float32)
     x = x + pos
     x = layers.Encoder(hp["depth"], hp["mlp_dim"], hp["num_heads"], self.dtype_mm,
-                       scan=self.scan, remat_policy=self.remat_policy, name="Encoder_0")(x)
+                       scan=self.scan, remat_policy=self.remat_policy, act=self.act,
+                       ln_eps=self.ln_eps, causal=self.causal, name="Encoder_0")(x)
     out["encoded"] = x
-    x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm)
+    x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm, self.act,
+                    self.ln_eps, tokens=text)
     out["pre_logits"] = x  # [B, D]
-    return layers.head(x, self.num_classes, self.head_zeroinit, self.dtype_mm), out
+    return layers.head(x, self.num_classes, self.head_zeroinit, self.dtype_mm,
+                       self.head_bias), out

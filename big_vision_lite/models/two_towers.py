@@ -1,7 +1,9 @@
-"""Two-tower model: ViT image tower + text Transformer, L2-normalised embeddings, t and b.
+"""Two-tower model: image tower (ViT or CLIP's ResNet) + text Transformer, L2-normalised
+embeddings, t and b.
 
 Parameters: `img/...`, `txt/...`, `t` (log temperature, shape [1]) and `b` (bias, shape [1]),
-as in big_vision's released SigLIP checkpoints.
+as in big_vision's released SigLIP checkpoints. CLIP's learnt logit scale is `t` with
+`bias_init=None`.
 """
 
 from typing import Any
@@ -11,10 +13,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_lite.models.resnet import ResNet
 from big_vision_lite.models.text import TextTransformer
 from big_vision_lite.models.vit import ViT
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+IMAGE_TOWERS = {"vit": ViT, "resnet": ResNet}  # model.image['type'] -> tower
+
+
+def image_tower_type(image: dict[str, Any]) -> str:
+  """`image['type']` ('vit' when absent), checked against IMAGE_TOWERS."""
+  kind = image.get("type") or "vit"
+  if kind not in IMAGE_TOWERS:
+    raise ValueError(f"unknown model.image type {kind!r}; known: {list(IMAGE_TOWERS)}")
+  return kind
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -25,6 +37,8 @@ def l2_normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
 
 class TwoTowers(nn.Module):
   """Image and text towers; either input may be None to embed one modality only.
+
+  `image` holds the image tower's fields plus `type` ('vit', the default, or 'resnet').
 
   Returns (zimg [B, E] or None, ztxt [B, E] or None, aux) where aux holds `t` = exp(t'),
   `b` (0 when the bias is disabled) and each tower's intermediate outputs.
@@ -37,15 +51,14 @@ class TwoTowers(nn.Module):
   bias_init: float | None = None
   dtype_mm: str = "float32"
 
-  def _towers(self) -> tuple[ViT, TextTransformer]:
+  def _towers(self) -> tuple[ViT | ResNet, TextTransformer]:
     if self.dtype_mm not in DTYPES:
       raise ValueError(f"unknown dtype_mm {self.dtype_mm!r}; known: {sorted(DTYPES)}")
     dims = self.out_dim if isinstance(self.out_dim, (tuple, list)) else (self.out_dim,) * 2
     dtype = DTYPES[self.dtype_mm]
-    image = dict(self.image)
-    if image.pop("type", "vit") != "vit":
-      raise ValueError(f"unknown image tower type {self.image['type']!r}; known: vit")
-    return (ViT(**{"num_classes": dims[0], "dtype_mm": dtype, **image}, name="img"),
+    tower = IMAGE_TOWERS[image_tower_type(self.image)]
+    image = {k: v for k, v in self.image.items() if k != "type"}
+    return (tower(**{"num_classes": dims[0], "dtype_mm": dtype, **image}, name="img"),
             TextTransformer(**{"num_classes": dims[1], "dtype_mm": dtype, **self.text}, name="txt"))
 
   def example_inputs(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:

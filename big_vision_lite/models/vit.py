@@ -1,4 +1,9 @@
-"""ViT image tower: variant table, patch embedding, position embedding, pooling."""
+"""ViT image tower: variant table, patch embedding, position embedding, pooling.
+
+The defaults are big_vision's ViT. OpenAI/open_clip CLIP ViTs are the options
+`pool_type='tok', posemb_cls=True, ln_pre=True, patch_bias=False, head_bias=False,
+act='quick_gelu' (OpenAI) or 'gelu', ln_eps=1e-5`.
+"""
 
 from typing import Any
 
@@ -74,7 +79,12 @@ def _pos_embedding(module: nn.Module, kind: str, seqshape: tuple[int, int], widt
 
 
 class ViT(nn.Module):
-  """Vision Transformer: images [B, H, W, 3] -> (embedding [B, num_classes or D], aux dict)."""
+  """Vision Transformer: images [B, H, W, 3] -> (embedding [B, num_classes or D], aux dict).
+
+  Options beyond big_vision's: `posemb_cls` (the position embedding also covers the class token,
+  [1, 1 + N, D], as OpenAI's CLIP), `ln_pre` (a LayerNorm before the encoder), `patch_bias`,
+  `head_bias`, `act` (see layers.ACTIVATIONS) and `ln_eps`.
+  """
 
   variant: str | None = None
   width: int | None = None
@@ -90,6 +100,12 @@ class ViT(nn.Module):
   dtype_mm: Any = jnp.float32
   scan: bool = False
   remat_policy: str = "none"
+  act: str = "gelu_tanh"
+  ln_eps: float = 1e-6
+  ln_pre: bool = False
+  patch_bias: bool = True
+  posemb_cls: bool = False
+  head_bias: bool = True
 
   def hparams(self) -> dict[str, Any]:
     """The variant's hyper-parameters, with any explicitly given field taking precedence."""
@@ -103,18 +119,34 @@ class ViT(nn.Module):
     if self.image_size is not None and image.shape[1:3] != (self.image_size,) * 2:
       raise ValueError(f"ViT built for {self.image_size}x{self.image_size} images got "
                        f"{image.shape[1]}x{image.shape[2]}; resize the input or set image_size")
+    if self.posemb_cls and (self.pool_type != "tok" or self.posemb != "learn"):
+      raise ValueError("posemb_cls=True (a learnt position for the class token) needs "
+                       f"pool_type='tok' and posemb='learn', got {self.pool_type!r}, "
+                       f"{self.posemb!r}")
     out = {}
     x = nn.Conv(hp["width"], hp["patch_size"], strides=hp["patch_size"], padding="VALID",
-                dtype=self.dtype_mm, name="embedding")(image.astype(jnp.float32))
+                use_bias=self.patch_bias, dtype=self.dtype_mm,
+                name="embedding")(image.astype(jnp.float32))
     n, h, w, c = x.shape
     x = jnp.reshape(x, [n, h * w, c]).astype(jnp.float32)  # [B, N, D]
-    x = x + _pos_embedding(self, self.posemb, (h, w), c)
+    # big_vision adds positions to the patches only, then prepends the class token; OpenAI's
+    # CLIP prepends the class token first and learns a position for it too.
+    if not self.posemb_cls:
+      x = x + _pos_embedding(self, self.posemb, (h, w), c)
     if self.pool_type == "tok":
       cls = self.param("cls", nn.initializers.zeros, (1, 1, c), x.dtype)
       x = jnp.concatenate([jnp.tile(cls, [n, 1, 1]), x], axis=1)
+    if self.posemb_cls:
+      x = x + self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(c)),
+                         (1, 1 + h * w, c), jnp.float32)
+    if self.ln_pre:
+      x = nn.LayerNorm(epsilon=self.ln_eps, name="ln_pre")(x)
     x = layers.Encoder(hp["depth"], hp["mlp_dim"], hp["num_heads"], self.dtype_mm,
-                       scan=self.scan, remat_policy=self.remat_policy, name="Transformer")(x)
+                       scan=self.scan, remat_policy=self.remat_policy, act=self.act,
+                       ln_eps=self.ln_eps, name="Transformer")(x)
     out["encoded"] = x
-    x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm)
+    x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm, self.act,
+                    self.ln_eps)
     out["pre_logits"] = x  # [B, D]
-    return layers.head(x, self.num_classes, self.head_zeroinit, self.dtype_mm), out
+    return layers.head(x, self.num_classes, self.head_zeroinit, self.dtype_mm,
+                       self.head_bias), out

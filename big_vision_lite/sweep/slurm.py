@@ -8,10 +8,13 @@ Array task i runs
 
 which runs `launch/slurm.sh CONFIG DIR/<run i> --config.KEY=VALUE ...` (srun over the task's
 nodes) with its output appended to DIR/<run i>/log.txt, and records the attempt as the local
-runner does (done.json after exit 0). DIR must be on storage every node sees.
+runner does (done.json after exit 0). The array takes launch/slurm.sh's own #SBATCH options,
+so a task near its time limit gets SIGTERM, saves, and is requeued to resume. DIR must be on
+storage every node sees.
 """
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -24,8 +27,19 @@ from big_vision_lite.sweep import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER = os.path.join(ROOT, "launch", "slurm.sh")
-# launch/slurm.sh's own resources: one process per node driving its GPUs.
-DEFAULT_OPTIONS = {"nodes": 1, "ntasks-per-node": 1, "gpus-per-node": 8, "cpus-per-task": 16}
+
+
+def launcher_options() -> dict[str, str | None]:
+  """launch/slurm.sh's own #SBATCH options (resources, SIGTERM before the time limit, requeue,
+  ...; not its job name and output file): an array task gets what `sbatch launch/slurm.sh`
+  would. A flag without a value maps to None."""
+  options = {}
+  with open(LAUNCHER) as f:
+    for line in f:
+      match = re.match(r"#SBATCH\s+--([\w-]+)(?:=(\S+))?", line)
+      if match and match.group(1) not in ("job-name", "output"):
+        options[match.group(1)] = match.group(2)
+  return options
 
 
 def array_spec(indices: list[int], max_running: int | None = None) -> str:
@@ -52,11 +66,12 @@ def write_array_script(directory: str, manifest: dict[str, Any], indices: list[i
   os.makedirs(out_dir, exist_ok=True)
   name = "sweep-" + os.path.basename(directory.rstrip("/"))
   options = {"job-name": name, "array": array_spec(indices, max_running),
-             "output": os.path.join(out_dir, "%A_%a.out"), **DEFAULT_OPTIONS, **options}
+             "output": os.path.join(out_dir, "%A_%a.out"), **launcher_options(), **options}
   runs = manifest["runs"]
   # Frozen here by name, so that a later change to the sweep cannot shift a queued task.
   names = "\n".join(f"  [{i}]={shlex.quote(runs[i]['name'])}" for i in indices)
-  sbatch = "\n".join(f"#SBATCH --{key}={value}" for key, value in options.items())
+  sbatch = "\n".join(f"#SBATCH --{key}" + ("" if value is None else f"={value}")
+                     for key, value in options.items())
   script = f"""#!/usr/bin/env bash
 # SLURM job array of the sweep {manifest['sweep']}: one task per run, the task index picks
 # the run in {os.path.join(directory, sweep_lib.MANIFEST)}. Written by big_vision_lite.sweep --slurm;
@@ -109,8 +124,9 @@ def run_task(directory: str, name: str) -> int:
                        os.path.join(run_dir, sweep_lib.LOG))
 
   def note(signum, frame):
-    # scancel and the time limit signal the trainer (srun's step) themselves; forwarding a
-    # second SIGTERM would make it abort without saving. Stay alive to record the attempt.
+    # SLURM signals the trainer (srun's step) itself (launch/slurm.sh asks for SIGTERM before
+    # the time limit); forwarding a second SIGTERM would make it abort without saving. Stay
+    # alive to record the attempt.
     del frame
     print(f"{signal.Signals(signum).name} received: waiting for the trainer to save and stop",
           flush=True)

@@ -4,7 +4,9 @@
   python -m big_vision_lite.tools.make_shards --images DIR --captions captions.jsonl --output OUT
 
 captions.csv has columns `file,caption`; captions.jsonl has {"file": ..., "caption": ...} per
-line (`caption` may be a list). A file listed several times gets all its captions. Each sample
+line (`caption` may be a list). A file listed several times gets all its captions. Whitespace
+in a caption is collapsed to single spaces (so a caption stays one line of KEY.txt), and an image
+whose captions are all empty is skipped, printing how many and which (the first few). Each sample
 is KEY.<ext> (the original image bytes) + KEY.txt (one caption per line) + KEY.json. Shards are
 OUT/shards-00000.tar, ...; point a config at them with
 input.data=dict(name='tar', pattern='OUT/shards-{00000..0000N}.tar') or just pattern='OUT'.
@@ -43,6 +45,21 @@ def read_captions(path: str) -> "OrderedDict[str, list[str]]":
   return out
 
 
+def drop_empty_captions(captions: "OrderedDict[str, list[str]]"
+                        ) -> tuple["OrderedDict[str, list[str]]", list[str]]:
+  """Captions with whitespace collapsed and empty ones dropped, and the files left with none."""
+  kept: OrderedDict[str, list[str]] = OrderedDict()
+  empty = []
+  for file, caps in captions.items():
+    caps = [" ".join(str(c).split()) for c in caps if c is not None]
+    caps = [c for c in caps if c]
+    if caps:
+      kept[file] = caps
+    else:
+      empty.append(file)
+  return kept, empty
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
   info = tarfile.TarInfo(name)
   info.size = len(data)
@@ -77,9 +94,12 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--output", required=True, help="folder for shards-NNNNN.tar")
   p.add_argument("--samples_per_shard", type=int, default=1000)
   args = p.parse_args(argv)
-  captions = read_captions(args.captions)
+  captions, empty = drop_empty_captions(read_captions(args.captions))
+  if empty:
+    print(f"skipped {len(empty)} images whose captions are all empty: {', '.join(empty[:5])}"
+          + (", ..." if len(empty) > 5 else ""))
   if not captions:
-    raise SystemExit(f"{args.captions}: no captions")
+    raise SystemExit(f"{args.captions}: no non-empty captions")
   missing = [f for f in captions if not os.path.isfile(os.path.join(args.images, f))]
   if missing:
     raise SystemExit(f"{len(missing)} listed images are not under {args.images}, e.g. {missing[0]}")
