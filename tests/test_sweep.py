@@ -290,6 +290,8 @@ def test_local_sweep_runs_in_parallel_and_skips_finished_runs(finished_sweep, ca
   assert "4 runs: 4 finished, 0 to run" in out and "start " not in out
   assert time.time() - start < 30
   assert all(len(sweep_lib.attempts(os.path.join(directory, n))) == 1 for n in names)
+  assert cli.main([spec, "--workdir", directory, "--dry_run"]) == 0
+  assert capsys.readouterr().out.count(f": finished; {STEPS} steps of batch 16") == 4
 
   # A changed sweep is refused for the runs it would change, before anything runs.
   changed = _sweep_file(os.path.join(os.path.dirname(spec), "changed.py"), TEMPERATURES,

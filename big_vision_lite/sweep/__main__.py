@@ -44,15 +44,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status_text(status: sweep_lib.Status, total_steps: int) -> str:
-  if status.state in ("unfinished", "failed") and status.step is not None:
-    return f"{status.state} at step {status.step}/{total_steps}"
-  return status.state
+  if status.state in ("pending", "finished"):
+    return {"pending": "not started"}.get(status.state, status.state)
+  saved = (f"checkpoint at step {status.checkpoint}/{total_steps}"
+           if status.checkpoint is not None else "no checkpoint")
+  return f"{status.state} ({saved})"
 
 
 def dry_run(spec: str, sweep: sweep_lib.Sweep, runs: list[sweep_lib.Run], directory: str) -> None:
   """Prints every run: its status, its overrides and where its config differs from the base
   (the config file with the sweep's base overrides)."""
-  base_argv = [f"--config.{k}={v!r}" for k, v in sweep.base.items()]
+  base_argv = [f"--config.{k}={sweep_lib.config_arg(v)}" for k, v in sweep.base.items()]
   base = sweep_lib.flatten(config_lib.from_args(sweep.config, base_argv).to_dict())
   axes = sweep_lib.axes_of(sweep)
   print(f"sweep {spec}: {len(runs)} runs ({len(runs) // len(sweep.seeds)} points x "
