@@ -32,7 +32,8 @@ CURVES = (("train/loss", "loss"), ("train/t", "temperature t"), ("train/b", "bia
 EVAL_PREFIXES = ("zeroshot/", "retrieval/", "fewshot/")
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+  """Writes the figure (tight layout, 110 dpi) and closes it; returns the path."""
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -52,7 +53,7 @@ def training_curves(rows: list[dict], path: str) -> str:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   axes[0, 0].set_yscale("log" if all(r.get("train/loss", 1) > 0 for r in rows) else "linear")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def eval_series(rows: list[dict], workdir: str) -> dict[str, dict[str, list]]:
@@ -99,7 +100,7 @@ def eval_metrics(series: dict[str, dict[str, list]], path: str) -> str | None:
     ax.legend(fontsize=7)
   for ax in list(axes.flat)[len(groups):]:
     ax.axis("off")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def pca_2d(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -129,7 +130,7 @@ def embedding_pca(emb: dict[str, np.ndarray], title: str, path: str) -> str:
   ax.set_xlabel("PC 1")
   ax.set_ylabel("PC 2")
   ax.grid(alpha=0.3)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def similarity_matrix(emb: dict[str, np.ndarray], title: str, path: str, count: int = 12) -> str:
