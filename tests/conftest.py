@@ -1,7 +1,37 @@
-"""8 simulated CPU devices for every test (set before jax is imported)."""
+"""Test-session set-up, done before jax is imported.
+
+- 8 simulated CPU devices for every test (shardings, collectives and shard_map run for real).
+- One persistent compilation cache per test run, shared by its pytest-xdist workers and the
+  processes the tests start (the same tiny model is compiled by many tests: it compiles once),
+  removed when the run ends.
+"""
 
 import os
+import shutil
+import tempfile
+import uuid
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+_CACHE_ROOT = os.path.join(tempfile.gettempdir(), f"bvl-test-jax-cache-{os.getuid()}")
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_CACHE_ROOT, _RUN))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_configure(config):
+  """The controller names the run (xdist passes the name to its workers), so that it can
+  remove the run's cache at the end."""
+  if not hasattr(config, "workerinput") and getattr(config.option, "testrunuid", "") is None:
+    config.option.testrunuid = uuid.uuid4().hex
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The run's cache goes with it (on the controller, once every worker is done)."""
+  del exitstatus
+  if not hasattr(session.config, "workerinput"):
+    for run in {_RUN, getattr(session.config.option, "testrunuid", None)} - {None}:
+      shutil.rmtree(os.path.join(_CACHE_ROOT, run), ignore_errors=True)

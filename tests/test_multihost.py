@@ -17,7 +17,11 @@ from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import metrics
 from tests.test_train import CONFIG, ROOT, TINY
 
-ARGS = TINY + ["--config.optax.name=sgd", "--config.total_steps=8", "--config.ckpt_steps=4",
+# Two evaluators: labels (zero-shot) and caption strings (retrieval) gathered over processes.
+EVALS = ("--config.evals={'zeroshot_shape': {'type': 'zeroshot', 'dataset': 'shapes_shape', "
+         "'num_examples': 24}, 'retrieval': {'type': 'retrieval', 'dataset': 'shapes', "
+         "'num_examples': 24}}")
+ARGS = TINY + [EVALS, "--config.optax.name=sgd", "--config.total_steps=8", "--config.ckpt_steps=4",
                "--config.log_training_steps=4", "--config.eval_steps=8", "--config.keep_ckpts=3"]
 
 

@@ -56,10 +56,21 @@ FIXTURES = [  # (checkpoint, its reference outputs, our model config)
 ]
 
 
+@pytest.fixture(scope="module")
+def small_tokenizer(tmp_path_factory):
+  """A sentencepiece model of 100 pieces: the big_vision fixtures embed 128 tokens, fewer than
+  the shapes tokenizer's 256 (loading them with that one is, rightly, a vocabulary error)."""
+  from big_vision_lite.data import shapes, tokenizer  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path_factory.mktemp("tok") / "small.model")
+  tokenizer.train(shapes.caption_corpus(num_examples=300), path, vocab_size=100)
+  return path
+
+
 @pytest.mark.parametrize("ckpt,io_name,model", FIXTURES, ids=[f[0] + ":" + f[1] for f in FIXTURES])
-def test_each_fixture_loads_through_model_init_to_the_reference_embeddings(ckpt, io_name, model):
+def test_each_fixture_loads_through_model_init_to_the_reference_embeddings(
+    ckpt, io_name, model, small_tokenizer):
   io = _fixture(io_name)
-  cfg = config_lib.from_args(CONFIG, overrides={"model": model(io),
+  cfg = config_lib.from_args(CONFIG, overrides={"model": model(io), "input.tokenizer": small_tokenizer,
                                                 "model_init": os.path.join(DATA, ckpt)})
   fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _abstract_params(cfg))
   params = job.load_model_init(cfg, fresh)
@@ -78,7 +89,9 @@ def test_init_train_export_reload_evaluate(tmp_path):
   overrides = [f"--config.model={model!r}", "--config.loss=softmax",
                f"--config.model_init={os.path.join(DATA, 'oc_vit.safetensors')}",
                "--config.total_steps=20", "--config.ckpt_steps=20", "--config.lr=1e-4",
-               "--config.log_training_steps=10", "--config.evals.fewshot.shots=(1, 2)"]
+               "--config.log_training_steps=10",
+               "--config.evals={'z': {'type': 'zeroshot', 'dataset': 'shapes_shape', "
+               "'num_examples': 24}}"]
   results = train.main(["--config", CONFIG, "--workdir", str(run)] + TINY + overrides)
   first = metrics.read(str(run))[0]
   assert np.isfinite(first["train/loss"])

@@ -217,7 +217,7 @@ def _final_params(workdir):
 def _train_cmd(workdir, steps):
   return [sys.executable, "-m", "big_vision_lite.train", "--config", CONFIG, "--workdir",
           str(workdir)] + TINY + [f"--config.total_steps={steps}", "--config.ckpt_steps=4",
-                                  "--config.log_training_steps=4", f"--config.eval_steps={steps}",
+                                  "--config.log_training_steps=4", "--config.evals={}",
                                   "--config.keep_ckpts=2"]
 
 
