@@ -32,8 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.schedule = dict(warmup_steps=60, decay_type="cosine")  # cosine | rsqrt | linear | constant
 
   c.model = dict(
-      image=dict(variant="mu/16", width=128, depth=3, mlp_dim=512, num_heads=4,  # 16x16 patches
-                 image_size=64, pool_type="map", posemb="learn"),
+      # 48 px in 16x16 patches: 9 tokens, one per cell of the 3x3 grid that objects sit on.
+      image=dict(variant="mu/16", width=128, depth=3, mlp_dim=512, num_heads=4,
+                 image_size=48, pool_type="map", posemb="learn"),
       # max_len 12: captions are at most 11 tokens, plus EOS.
       text=dict(variant="mu", width=128, depth=1, mlp_dim=512, num_heads=4,
                 vocab_size=256, max_len=12, pool_type="last"),

@@ -1,6 +1,7 @@
 """Test-session set-up, done before jax is imported.
 
-- 8 simulated CPU devices for every test (shardings, collectives and shard_map run for real).
+- 8 simulated CPU devices for every test (shardings, collectives and shard_map run for real),
+  compiled without XLA's backend optimisations (compilation dominates a tiny model's test).
 - One persistent compilation cache per test run, shared by its pytest-xdist workers and the
   processes the tests start (the same tiny model is compiled by many tests: it compiles once),
   removed when the run ends.
@@ -11,8 +12,15 @@ import shutil
 import tempfile
 import uuid
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for `devices` simulated CPU devices, for the tests and the processes they start.
+  Backend optimisation level 0: tests run tiny models for a few steps, where XLA's LLVM passes
+  cost more (about 40% of each compilation) than they save."""
+  return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 _CACHE_ROOT = os.path.join(tempfile.gettempdir(), f"bvl-test-jax-cache-{os.getuid()}")

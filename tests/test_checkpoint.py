@@ -16,6 +16,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from big_vision_lite import checkpoint as ckpt_lib
+from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -294,7 +295,7 @@ def test_full_disk_is_reported_and_loses_nothing(tmp_path):
   proc = subprocess.run(
       ["unshare", "-r", "-m", "sh", "-c",
        f'mount -t tmpfs -o size=480k tmpfs "{disk}" && exec "{sys.executable}" "{script}" "{disk}"'],
-      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=""),
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1)),
       capture_output=True, text=True, timeout=300)
   if proc.returncode and "RESULT" not in proc.stdout and ("unshare" in proc.stderr
                                                           or "mount" in proc.stderr):
@@ -359,7 +360,7 @@ def test_a_checkpoint_one_process_cannot_read_is_abandoned_by_all(tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS=xla_flags(1))
   directory = tmp_path / "checkpoints"
   procs = [subprocess.Popen([sys.executable, str(script), str(directory), str(port), str(i)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -46,7 +46,7 @@ def test_resolved_config_holds_every_schema_key_with_its_default():
   cfg = _cfg()
   assert cfg.optax.eps == 1e-8 and cfg.schedule.min_lr == 0.0 and cfg.model.image.scan is False
   assert cfg.max_nonfinite_steps == 10 and cfg.input.max_consecutive_skips == 100
-  assert cfg.model.image.image_size == 64 and cfg.model.text.max_len == 12  # The file's values.
+  assert cfg.model.image.image_size == 48 and cfg.model.text.max_len == 12  # The file's values.
 
 
 def test_unknown_key_names_it_and_suggests():

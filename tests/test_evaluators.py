@@ -16,6 +16,7 @@ from big_vision_lite.config import ConfigError
 from big_vision_lite.data import shapes
 from big_vision_lite.evaluators import (data, fewshot, linear_probe, prompts, ranking, retrieval,
                                         ridge, zeroshot)
+from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -377,7 +378,7 @@ def test_two_processes_gather_exactly_and_probe_as_one(tmp_path):
     s.bind(("127.0.0.1", 0))
     address = f"127.0.0.1:{s.getsockname()[1]}"
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+             XLA_FLAGS=xla_flags(2))
   procs = [subprocess.Popen([sys.executable, "-c", _WORKER, address, str(p),
                              str(tmp_path / f"{p}.npz")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for p in range(2)]

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from big_vision_lite import errors, lock
+from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLDER = """
@@ -136,7 +137,7 @@ def test_every_process_of_a_job_gets_the_outcome(tmp_path):
     procs = [subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "w"), str(port), str(i)],
         env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-                 XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+                 XLA_FLAGS=xla_flags(1)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -15,6 +15,7 @@ import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import metrics
+from tests.conftest import xla_flags
 from tests.test_train import CONFIG, ROOT, TINY
 
 # Two evaluators: labels (zero-shot) and caption strings (retrieval) gathered over processes.
@@ -27,7 +28,7 @@ ARGS = TINY + [EVALS, "--config.optax.name=sgd", "--config.total_steps=8", "--co
 
 def _env(devices: int) -> dict:
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = xla_flags(devices)
   return env
 
 

@@ -106,7 +106,8 @@ class ShapesInput(TrainInput):
                                for i in rows])
       return {"image": ops.value_range(np.stack([e["image"] for e in examples])),
               "label": np.asarray(labels, np.int32)}
-    examples = [shapes.draw(self.seed, "train", i, self.image_size) for i in rows]
+    examples = [shapes.draw(self.seed, "train", i, self.image_size, all_captions=False)
+                for i in rows]
     return {"image": ops.value_range(np.stack([e["image"] for e in examples])),
             "labels": self.tokenizer.encode([e["caption"] for e in examples], self.max_len)}
 

@@ -91,7 +91,7 @@ def _place(rng: np.random.Generator, cell: int, side: int, size: int) -> tuple[i
   jitter = size / 3 * 0.15
   y0 = int(round(cy - side / 2 + rng.uniform(-jitter, jitter)))
   x0 = int(round(cx - side / 2 + rng.uniform(-jitter, jitter)))
-  return int(np.clip(y0, 0, size - side)), int(np.clip(x0, 0, size - side))
+  return min(max(y0, 0), size - side), min(max(x0, 0), size - side)
 
 
 def _relation(cell: int, cell2: int) -> str:
@@ -102,11 +102,14 @@ def _relation(cell: int, cell2: int) -> str:
 
 
 def draw(seed: int, split: str, index: int, image_size: int = 64,
-         combos: tuple[tuple[int, int], ...] | None = None, num_objects: int | None = None):
-  """Draws example `index` of `split`: a dict with `image` uint8 [H, W, 3] and its captions.
+         combos: tuple[tuple[int, int], ...] | None = None, num_objects: int | None = None,
+         all_captions: bool = True):
+  """Draws example `index` of `split`: a dict with `image` uint8 [H, W, 3], `captions` (every
+  phrasing) and `caption` (one of them, the training pick).
 
   `combos` restricts the (shape, colour) pairs (default: unseen pairs excluded from train);
-  `num_objects` fixes 1 or 2 objects (default: 1 with probability P_SINGLE, else 2).
+  `num_objects` fixes 1 or 2 objects (default: 1 with probability P_SINGLE, else 2);
+  `all_captions=False` formats only `caption` (`captions` is then that one), for speed.
   Also returns `shape`, `color`, `size`, `position` of the first object.
   """
   if split not in SPLITS:
@@ -125,7 +128,8 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
     size = int(rng.integers(2))
     side = max(4, int(round(SIZES[SIZE_NAMES[size]] * image_size)))
     y0, x0 = _place(rng, int(cells[k]), side, image_size)
-    rgb = np.clip(np.array(COLORS[COLOR_NAMES[color]]) + rng.normal(0, 12, 3), 0, 255)
+    rgb = np.array(COLORS[COLOR_NAMES[color]]) + rng.normal(0, 12, 3)
+    rgb = np.minimum(np.maximum(rgb, 0), 255)  # np.clip's result, without its overhead
     a = _alpha(SHAPES[shape], side)[..., None]
     patch = img[y0:y0 + side, x0:x0 + side]
     img[y0:y0 + side, x0:x0 + side] = a * rgb + (1 - a) * patch
@@ -134,13 +138,16 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
                      position=int(cells[k])))
   o = objs[0]
   if n == 1:
-    captions = [with_articles(t.format(**o)) for t in _ONE]
+    templates, fields = _ONE, o
   else:
     o2 = objs[1]
+    templates = _TWO
     fields = dict(o, c2=o2["c"], s2=o2["s"], z2=o2["z"], rel=_relation(o["position"], o2["position"]))
-    captions = [with_articles(t.format(**fields)) for t in _TWO]
+  pick = int(rng.integers(len(templates)))
+  captions = [with_articles(t.format(**fields))
+              for t in (templates if all_captions else templates[pick:pick + 1])]
   return dict(image=np.round(img).astype(np.uint8), captions=captions,
-              caption=captions[int(rng.integers(len(captions)))], num_objects=n,
+              caption=captions[pick if all_captions else 0], num_objects=n,
               shape=o["shape"], color=o["color"], size=o["size"], position=o["position"])
 
 
