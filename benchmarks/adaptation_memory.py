@@ -11,13 +11,12 @@ but its last block (`last block`); LoRA rank 16 on both towers (the rest frozen)
 """
 
 import argparse
-import time
 
 import jax
-import numpy as np
 
 from big_vision_lite import config as config_lib
 from big_vision_lite import metrics, pytree, sharding, train
+import step_timing  # benchmarks/step_timing.py
 
 REGIMES = {
     "full": {},
@@ -73,21 +72,9 @@ def main() -> None:
                                                                      mask)[0]))
     step = "-"
     if args.steps:
-      abstract = train.abstract_batch(cfg, mesh)
-      rng = np.random.default_rng(0)
-      batch = {"image": rng.uniform(-1, 1, abstract["image"].shape).astype(np.float32),
-               "labels": rng.integers(1, cfg.model.text.vocab_size,
-                                      abstract["labels"].shape).astype(np.int32)}
-      batch = {k: jax.device_put(v, abstract[k].sharding) for k, v in batch.items()}
-      state = init_fn(jax.random.key(0))
-      for _ in range(2):
-        state, m = compiled(state, batch)
-      jax.block_until_ready(m)
-      start = time.perf_counter()
-      for _ in range(args.steps):
-        state, m = compiled(state, batch)
-      jax.block_until_ready(m)
-      step = f"{(time.perf_counter() - start) / args.steps * 1e3:.0f} ms"
+      seconds, _ = step_timing.time_steps(compiled, init_fn(jax.random.key(0)),
+                                          step_timing.random_batch(cfg, mesh), args.steps)
+      step = f"{seconds * 1e3:.0f} ms"
     print(f"{name:28s} {trainable / 1e6:11.2f}M {memory:11.1f} MiB {flops / 1e9:11.1f} "
           f"{step:>10s}", flush=True)
 

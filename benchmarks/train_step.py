@@ -9,13 +9,12 @@ the device's peak bf16 FLOP/s (metrics.PEAK_BF16_FLOPS); --peak_tflops overrides
 """
 
 import argparse
-import time
 
 import jax
-import numpy as np
 
 from big_vision_lite import config as config_lib
 from big_vision_lite import metrics, sharding, train
+import step_timing  # benchmarks/step_timing.py
 
 
 def main() -> None:
@@ -30,25 +29,11 @@ def main() -> None:
   mesh = sharding.make_mesh(cfg.mesh)
   config_lib.validate(cfg, mesh.devices.size)
 
-  abstract = train.abstract_batch(cfg, mesh)
-  rng = np.random.default_rng(0)
-  image, labels = abstract["image"].shape, abstract["labels"].shape
-  batch_np = {"image": rng.uniform(-1, 1, image).astype(np.float32),
-              "labels": rng.integers(1, cfg.model.text.vocab_size, labels).astype(np.int32)}
-  batch = {k: jax.device_put(v, abstract[k].sharding) for k, v in batch_np.items()}
-
   total_steps, warmup_steps, _ = config_lib.durations(cfg)
   _, abstract_state, init_fn, update, _ = train.build(cfg, mesh, total_steps, warmup_steps)
   update, flops = train.compile_update(cfg, mesh, update, abstract_state)
-  state = init_fn(jax.random.key(0))
-  for _ in range(2):
-    state, m = update(state, batch)
-  jax.block_until_ready(m)
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    state, m = update(state, batch)
-  jax.block_until_ready(m)
-  step_time = (time.perf_counter() - start) / args.steps
+  step_time, state = step_timing.time_steps(update, init_fn(jax.random.key(0)),
+                                            step_timing.random_batch(cfg, mesh), args.steps)
 
   n = jax.device_count()
   kind = jax.devices()[0].device_kind

@@ -1,6 +1,6 @@
 """Compares ways of adapting one pretrained model to a task its pretraining never labelled.
 
-  python -m big_vision_lite.tools.adaptation --workdir DIR [--task shapes_position] [--steps 300]
+  python -m big_vision_lite.tools.adaptation --workdir DIR [--task shapes_position] [--steps 1000]
 
 Pretrains `--pretrain_config` (default: the shapes default, configs/siglip_shapes.py) under
 DIR/pretrain, or reuses that run if it finished, then adapts it to `--task` (a shapes
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--workdir", required=True)
   p.add_argument("--task", default="shapes_position", help="a shapes classification task")
-  p.add_argument("--steps", type=int, default=300, help="training steps of each regime")
+  p.add_argument("--steps", type=int, default=1000, help="training steps of each regime")
   p.add_argument("--pretrain_config", default=os.path.join(
       os.path.dirname(__file__), "..", "..", "configs", "siglip_shapes.py"))
   p.add_argument("--regimes", default=None, help="comma-separated subset of the regimes")

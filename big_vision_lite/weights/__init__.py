@@ -25,7 +25,6 @@ from typing import Any, Sequence
 import jax
 import ml_dtypes
 import numpy as np
-import scipy.ndimage
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import errors, pytree
@@ -161,6 +160,7 @@ def resample_posemb(old: np.ndarray, new_tokens: int, num_prefix: int) -> np.nda
   if gs_old ** 2 != grid.shape[0] or gs_new ** 2 != new_tokens - num_prefix:
     return None
   zoom = (gs_new / gs_old, gs_new / gs_old, 1)
+  import scipy.ndimage  # pylint: disable=import-outside-toplevel  # 0.5 s to import: only here
   grid = scipy.ndimage.zoom(grid.reshape(gs_old, gs_old, -1), zoom, order=1)
   return np.concatenate([old[:, :num_prefix], grid.reshape(1, gs_new ** 2, -1)], axis=1)
 
