@@ -149,6 +149,15 @@ class Checkpointer:
 
   def _write_error(self, step: int, e: BaseException) -> CheckpointWriteError:
     """Removes what the failed save left and says what happened, with the free space."""
+    if self._writer is not None:
+      # Closing joins Orbax's writer threads, which may still be writing other files of the
+      # failed save: only then can its partial write be removed for good. The next save opens
+      # a new writer.
+      try:
+        self._writer.close()
+      except Exception:  # pylint: disable=broad-except
+        pass  # The save's own error is the one reported.
+      self._writer = None
     if jax.process_index() == 0:
       for tmp in glob.glob(os.path.join(self.directory, f"{step}{_TMP_SUFFIX}*")):
         shutil.rmtree(tmp, ignore_errors=True)
