@@ -18,26 +18,43 @@ from jax.experimental import multihost_utils
 EXIT_CODE = 75
 
 
-class StopRequest:
-  """Installs the handlers; `should_stop(step)` is True at the step where every process stops.
-
-  Use as a context manager: the previous handlers come back on exit.
-  """
+class SignalScope:
+  """A context manager whose `_handle(signum, frame)` handles `signals()` inside its block; the
+  previous handlers come back on exit."""
 
   def __init__(self):
-    self.multiprocess = jax.process_count() > 1
-    self.received: str | None = None
     self._previous = {}
 
-  def __enter__(self) -> "StopRequest":
-    signals = [signal.SIGINT] if self.multiprocess else [signal.SIGINT, signal.SIGTERM]
-    for sig in signals:
+  def signals(self) -> tuple[int, ...]:
+    return (signal.SIGINT, signal.SIGTERM)
+
+  def __enter__(self):
+    for sig in self.signals():
       self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def __exit__(self, *exc) -> None:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+  def _handle(self, signum, frame) -> None:
+    raise NotImplementedError
+
+
+class StopRequest(SignalScope):
+  """Installs the handlers; `should_stop(step)` is True at the step where every process stops.
+
+  Use as a context manager: the previous handlers come back on exit.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.multiprocess = jax.process_count() > 1
+    self.received: str | None = None
+
+  def signals(self) -> tuple[int, ...]:
+    # Multi-process: JAX's preemption service owns SIGTERM.
+    return (signal.SIGINT,) if self.multiprocess else (signal.SIGINT, signal.SIGTERM)
 
   def _handle(self, signum, frame) -> None:
     del frame

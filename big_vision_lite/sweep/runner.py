@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from big_vision_lite import metrics
+from big_vision_lite import interrupt, metrics
 from big_vision_lite import sweep as sweep_lib
 
 # Threads of the libraries that size their pools by the machine, not by the affinity mask.
@@ -179,22 +179,13 @@ class SweepLock:
     self._file.close()
 
 
-class _Stop:
+class _Stop(interrupt.SignalScope):
   """SIGINT/SIGTERM: the first asks every run to save and stop; a second kills them."""
 
   def __init__(self):
+    super().__init__()
     self.requested = False
     self.processes: dict[str, subprocess.Popen] = {}
-    self._previous = {}
-
-  def __enter__(self) -> "_Stop":
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
   def _handle(self, signum, frame) -> None:
     del frame
