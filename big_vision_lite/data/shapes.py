@@ -168,15 +168,17 @@ def task_classnames(task: str) -> list[str]:
 
 
 def draw_task(task: str, seed: int, split: str, index: int, image_size: int = 64):
-  """Example `index` of a classification task: (one-object example as `draw` returns, label).
-  The held-out combos task draws only the 16 held-out colour-shape pairs (any split)."""
+  """Example `index` of a classification task: (one-object example as `draw` returns, label),
+  with only its sampled caption formatted (a task has no use for the others). The held-out
+  combos task draws only the 16 held-out colour-shape pairs (any split)."""
   if task == "shapes_combo_heldout":
-    ex = draw(seed, split, index, image_size, combos=HELDOUT_COMBOS, num_objects=1)
+    ex = draw(seed, split, index, image_size, combos=HELDOUT_COMBOS, num_objects=1,
+              all_captions=False)
     return ex, HELDOUT_COMBOS.index((ex["shape"], ex["color"]))
   if task not in _ATTRIBUTE:
     raise ValueError(f"unknown shapes task {task!r}; known: {list(TASKS)}")
   combos = SEEN_COMBOS if split == "train" else ALL_COMBOS
-  ex = draw(seed, split, index, image_size, combos=combos, num_objects=1)
+  ex = draw(seed, split, index, image_size, combos=combos, num_objects=1, all_captions=False)
   return ex, int(ex[_ATTRIBUTE[task][0]])
 
 
