@@ -9,8 +9,11 @@
 
 import os
 import shutil
+import socket
 import tempfile
 import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def xla_flags(devices: int) -> str:
@@ -18,6 +21,19 @@ def xla_flags(devices: int) -> str:
   Backend optimisation level 0: tests run tiny models for a few steps, where XLA's LLVM passes
   cost more (about 40% of each compilation) than they save."""
   return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+
+
+def process_env(devices: int) -> dict[str, str]:
+  """The environment of a process a test starts: this checkout importable, JAX on the CPU with
+  `devices` simulated devices, the run's compilation cache."""
+  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices))
+
+
+def free_port() -> int:
+  """A TCP port of 127.0.0.1 free now (for a multi-process job's coordinator)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()

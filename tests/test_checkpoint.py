@@ -5,7 +5,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from big_vision_lite import checkpoint as ckpt_lib
-from tests.conftest import xla_flags
+from tests.conftest import free_port, process_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -295,7 +294,7 @@ def test_full_disk_is_reported_and_loses_nothing(tmp_path):
   proc = subprocess.run(
       ["unshare", "-r", "-m", "sh", "-c",
        f'mount -t tmpfs -o size=480k tmpfs "{disk}" && exec "{sys.executable}" "{script}" "{disk}"'],
-      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1)),
+      env=process_env(1),
       capture_output=True, text=True, timeout=300)
   if proc.returncode and "RESULT" not in proc.stdout and ("unshare" in proc.stderr
                                                           or "mount" in proc.stderr):
@@ -356,11 +355,8 @@ print("RESULT " + json.dumps([step, data, same]), flush=True)
 def test_a_checkpoint_one_process_cannot_read_is_abandoned_by_all(tmp_path):
   script = tmp_path / "two.py"
   script.write_text(TWO_PROCESS_SCRIPT)
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=xla_flags(1))
+  port = free_port()
+  env = process_env(1)
   directory = tmp_path / "checkpoints"
   procs = [subprocess.Popen([sys.executable, str(script), str(directory), str(port), str(i)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -3,7 +3,6 @@ streaming linear probe, and gathering over processes."""
 
 import inspect
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ from big_vision_lite.config import ConfigError
 from big_vision_lite.data import shapes
 from big_vision_lite.evaluators import (data, fewshot, linear_probe, prompts, ranking, retrieval,
                                         ridge, zeroshot)
-from tests.conftest import xla_flags
+from tests.conftest import free_port, process_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -374,11 +373,8 @@ np.savez(sys.argv[3], **gathered, **ev.embed({}))
 
 
 def test_two_processes_gather_exactly_and_probe_as_one(tmp_path):
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    address = f"127.0.0.1:{s.getsockname()[1]}"
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=xla_flags(2))
+  address = f"127.0.0.1:{free_port()}"
+  env = process_env(2)
   procs = [subprocess.Popen([sys.executable, "-c", _WORKER, address, str(p),
                              str(tmp_path / f"{p}.npz")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for p in range(2)]

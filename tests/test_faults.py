@@ -16,7 +16,7 @@ import pytest
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import errors, lock, metrics, train
-from tests.conftest import xla_flags
+from tests.conftest import process_env
 from tests.test_train import CONFIG, ROOT, TINY
 
 ENV = dict(os.environ, PYTHONPATH=ROOT)
@@ -166,7 +166,7 @@ def test_a_full_disk_stops_the_run_with_a_short_error(tmp_path):
   script = (f"mount -t tmpfs -o size=2560k tmpfs {disk} && cd {ROOT} && "
             f"{sys.executable} -m big_vision_lite.train {args}; echo EXIT=$?; "
             f"ls {disk}/w/checkpoints")
-  env = dict(ENV, XLA_FLAGS=xla_flags(1))
+  env = process_env(1)
   out = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], env=env,
                        capture_output=True, text=True, timeout=300)
   if "EXIT=" not in out.stdout:

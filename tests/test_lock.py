@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from big_vision_lite import errors, lock
-from tests.conftest import xla_flags
+from tests.conftest import free_port, process_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLDER = """
@@ -131,13 +131,10 @@ def test_every_process_of_a_job_gets_the_outcome(tmp_path):
   script.write_text(TWO_PROCESS_SCRIPT)
 
   def job():
-    with socket.socket() as s:
-      s.bind(("127.0.0.1", 0))
-      port = s.getsockname()[1]
+    port = free_port()
     procs = [subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "w"), str(port), str(i)],
-        env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-                 XLA_FLAGS=xla_flags(1)),
+        env=process_env(1),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,8 +14,8 @@ import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import metrics
-from tests.conftest import xla_flags
-from tests.test_train import CONFIG, ROOT, TINY
+from tests.conftest import free_port, process_env
+from tests.test_train import CONFIG, TINY
 
 # Two evaluators: labels (zero-shot) and caption strings (retrieval) gathered over processes.
 EVALS = ("--config.evals={'zeroshot_shape': {'type': 'zeroshot', 'dataset': 'shapes_shape', "
@@ -26,24 +25,12 @@ ARGS = TINY + [EVALS, "--config.optax.name=sgd", "--config.total_steps=8", "--co
                "--config.log_training_steps=4", "--config.eval_steps=8", "--config.keep_ckpts=3"]
 
 
-def _env(devices: int) -> dict:
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  env["XLA_FLAGS"] = xla_flags(devices)
-  return env
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _two_processes(workdir, module="big_vision_lite.train", args=("--config", CONFIG, *ARGS)):
-  port = _free_port()
+  port = free_port()
   procs = [subprocess.Popen(
       [sys.executable, "-m", module, "--workdir", str(workdir), "--coordinator_address",
        f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i), *args],
-      env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      env=process_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
   outs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outs):
@@ -58,7 +45,7 @@ def _params(workdir, step):
 def test_two_processes_equal_one_process_and_resume(tmp_path):
   single = tmp_path / "single"
   subprocess.run([sys.executable, "-m", "big_vision_lite.train", "--config", CONFIG, "--workdir",
-                  str(single)] + ARGS, env=_env(4), check=True, capture_output=True)
+                  str(single)] + ARGS, env=process_env(4), check=True, capture_output=True)
   multi = tmp_path / "multi"
   outs = _two_processes(multi)
   assert "over 2 process(es)" in outs[0] and "4 x cpu" in outs[0]
@@ -83,7 +70,7 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
   trained = {k: v for k, v in metrics.read(str(multi))[-1].items() if "/" in k
              and not k.startswith(("train/", "data/"))}
   subprocess.run([sys.executable, "-m", "big_vision_lite.evaluate", "--workdir", str(multi),
-                  "--export_embeddings"], env=_env(4), check=True, capture_output=True)
+                  "--export_embeddings"], env=process_env(4), check=True, capture_output=True)
   single_eval = json.load(open(multi / "eval" / "8.json"))["metrics"]
   single_emb = _exports(multi)
   shutil.rmtree(multi / "embeddings")
@@ -112,13 +99,13 @@ def _exports(workdir) -> dict[str, np.ndarray]:
 def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path):
   """Preemption notice to process 1 only: JAX's preemption service spreads it, both processes
   save the same step, exit 75, and the job resumes from that checkpoint."""
-  port = _free_port()
+  port = free_port()
   args = ["--config", CONFIG, *ARGS, "--config.total_steps=5000", "--config.ckpt_steps=1000",
           "--config.evals={}", "--config.log_training_steps=2"]
   procs = [subprocess.Popen(
       [sys.executable, "-m", "big_vision_lite.train", "--workdir", str(tmp_path),
        "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id",
-       str(i), *args], env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+       str(i), *args], env=process_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
   deadline = time.time() + 300
   while time.time() < deadline and all(p.poll() is None for p in procs):
