@@ -2,7 +2,7 @@
 
 This is the single source of truth for configs. `config.resolve` checks a config file, its
 `--config.a.b=value` overrides and whole-section overrides against it and fills the defaults;
-the README's config table is generated from it (python -m big_vision_lite.tools.readme_tables).
+docs/training.md's config table is generated from it (python -m big_vision_lite.tools.readme_tables).
 
 A schema is built from a few node types: leaves (`Int`, `Float`, `Str`, `Bool`, `Seq`, `Rules`,
 `Union`), `Section` (a fixed set of keys), `Variant` (a section whose keys depend on one of its
@@ -658,7 +658,7 @@ def _rows(spec: Spec, path: str) -> list[tuple[str, str, str, str]]:
 
 
 def markdown_table() -> str:
-  """The config reference table (README: Configs)."""
+  """The config reference table (docs/training.md)."""
   lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
   seen = set()
   for key, type_text, default, help_text in _rows(SCHEMA, ""):

@@ -194,11 +194,11 @@ def test_schema_matches_the_code_it_configures():
         assert section.fields[key].default() == module_default, key
 
 
-def test_readme_config_table_is_generated_from_the_schema():
+def test_docs_config_table_is_generated_from_the_schema():
   from big_vision_lite.tools import readme_tables  # pylint: disable=import-outside-toplevel
-  readme = open(os.path.join(ROOT, "README.md")).read()
-  assert readme_tables.block(readme, "config-table") == schema.markdown_table(), (
-      "README config table is stale: run `python -m big_vision_lite.tools.readme_tables`")
+  doc = open(os.path.join(ROOT, "docs", "training.md")).read()
+  assert readme_tables.block(doc, "config-table") == schema.markdown_table(), (
+      "docs/training.md config table is stale: run `python -m big_vision_lite.tools.readme_tables`")
 
 
 def test_bad_config_key_fails_at_start_with_a_clear_message(tmp_path):
