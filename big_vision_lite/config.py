@@ -15,7 +15,7 @@ from typing import Any
 import ml_collections
 
 from big_vision_lite import schema
-from big_vision_lite.schema import ConfigError
+from big_vision_lite.errors import ConfigError
 
 __all__ = ["ConfigError", "load", "parse_arg", "override", "parse_overrides", "resolve",
            "from_args", "resolve_steps", "durations", "validate", "from_json", "to_json"]

@@ -6,3 +6,7 @@ class Error(Exception):
 
   exit_code = 2
   label = "error"  # How the message is introduced when printed.
+
+
+class ConfigError(Error, ValueError):
+  """A config that cannot run; the message names the key and the fix."""

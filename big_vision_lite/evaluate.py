@@ -25,8 +25,7 @@ import jax
 import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
-from big_vision_lite import config as config_lib
-from big_vision_lite import job
+from big_vision_lite import errors, job
 from big_vision_lite import sharding as sharding_lib
 
 
@@ -39,11 +38,11 @@ def _write_json(path: str, obj: Any) -> None:
 
 def _run_config(args) -> str:
   if not args.workdir:
-    raise config_lib.ConfigError("pass --config configs/NAME.py (or --workdir of a run, whose "
+    raise errors.ConfigError("pass --config configs/NAME.py (or --workdir of a run, whose "
                                  "config.json is then used)")
   path = os.path.join(args.workdir, "config.json")
   if not os.path.exists(path):
-    raise config_lib.ConfigError(f"{path} not found: pass --config configs/NAME.py (the config "
+    raise errors.ConfigError(f"{path} not found: pass --config configs/NAME.py (the config "
                                  "the checkpoint was trained with)")
   return path
 

@@ -130,7 +130,7 @@ def check_vocab(config: ml_collections.ConfigDict) -> None:
   """The text tower's vocabulary must hold every id the tokenizer produces."""
   vocab = tok_lib.get(tokenizer_spec(config)).vocab_size
   if config.model.text.vocab_size < vocab:
-    raise config_lib.ConfigError(
+    raise errors.ConfigError(
         f"config.model.text.vocab_size={config.model.text.vocab_size} is smaller than the "
         f"tokenizer's {vocab} pieces ({tokenizer_spec(config)}); set it to at least {vocab}")
 
@@ -143,7 +143,7 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
   if names is not None:
     unknown = [n for n in names if n not in evals]
     if unknown:
-      raise config_lib.ConfigError(f"--evals {unknown} not in config.evals ({list(evals)})")
+      raise errors.ConfigError(f"--evals {unknown} not in config.evals ({list(evals)})")
     evals = {n: evals[n] for n in names}
   embedder = Embedder(apply_fn(config, model), mesh, config.eval_batch_size)
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,

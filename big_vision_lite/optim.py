@@ -17,7 +17,7 @@ import ml_collections
 import optax
 
 from big_vision_lite import pytree
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 
 DECAYS = ("cosine", "rsqrt", "linear", "constant")
 

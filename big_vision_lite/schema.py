@@ -17,13 +17,9 @@ import inspect
 import re
 from typing import Any, Callable
 
-from big_vision_lite import errors
+from big_vision_lite.errors import ConfigError
 
 _REQUIRED = object()  # Default of a key that must be given.
-
-
-class ConfigError(errors.Error, ValueError):
-  """A config that cannot run; the message names the key and the fix."""
 
 
 def _is_mapping(value) -> bool:

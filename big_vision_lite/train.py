@@ -83,7 +83,7 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
   mask = trainable_mask(config, abstract_params)
   trainable, _ = pytree.partition(abstract_params, mask)
   if not jax.tree.leaves(trainable):
-    raise config_lib.ConfigError("every parameter is frozen (config.frozen, lr_mults, lora): "
+    raise errors.ConfigError("every parameter is frozen (config.frozen, lr_mults, lora): "
                                  "nothing would train")
   tx, schedule = optim.make_optimizer(config, trainable, total_steps, warmup_steps)
 

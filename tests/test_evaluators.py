@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from big_vision_lite import evaluators, sharding
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 from big_vision_lite.data import shapes
 from big_vision_lite.evaluators import (data, fewshot, linear_probe, prompts, ranking, retrieval,
                                         ridge, zeroshot)

@@ -8,7 +8,7 @@ import pytest
 
 from big_vision_lite import config as config_lib
 from big_vision_lite import optim
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 
 
 def _config(**kw):

@@ -9,7 +9,7 @@ with defaults) is the list of options it accepts. Every evaluator derives from b
 import difflib
 import inspect
 
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 from big_vision_lite.evaluators.base import Evaluator
 from big_vision_lite.evaluators.classify import Classify
 from big_vision_lite.evaluators.embedder import Embedder

@@ -36,7 +36,7 @@ import ml_collections
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
 from big_vision_lite import errors, metrics
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 
 __all__ = ["Sweep", "Product", "product", "Named", "named", "Run", "load", "expand", "axes_of",
            "render", "short_names", "config_arg", "trainer_command", "Status", "run_status",
