@@ -25,15 +25,12 @@ import jax
 import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
-from big_vision_lite import errors, job
+from big_vision_lite import errors, files, job
 from big_vision_lite import sharding as sharding_lib
 
 
 def _write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  files.write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _run_config(args) -> str:
@@ -121,4 +118,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  job.run(main)
+  errors.run(main)

@@ -1,12 +1,11 @@
 """What every entry point does first, written once: the command line, the config, joining the
-processes, the mesh, the model and the evaluators; and how a run ends on an error.
+processes, the mesh, the model and the evaluators (errors.run is how a run ends on an error).
 
 The trainer, the standalone evaluator and the tools call these functions, so a rule such as the
 image size (`config.model.image.image_size`) or the evaluator defaults lives in one place.
 """
 
 import argparse
-import sys
 from typing import Any, Callable
 
 import jax
@@ -171,13 +170,3 @@ def print_results(title: str, results: dict[str, float]) -> None:
   print0(title)
   for k, v in sorted(results.items()):
     print0(f"  {k:45s} {v:.4f}")
-
-
-def run(main: Callable[[], Any]) -> None:
-  """Runs an entry point's `main`: an errors.Error prints its message (no traceback) and exits
-  with its exit code."""
-  try:
-    main()
-  except errors.Error as e:
-    print(f"{e.label}: {e}", file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)

@@ -184,4 +184,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-  job.run(main)
+  errors.run(main)

@@ -48,4 +48,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-  job.run(main)
+  errors.run(main)
