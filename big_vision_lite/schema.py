@@ -453,9 +453,9 @@ VIT = Section(dict(
     patch_size=Seq(Int(), None, "patch size (h, w) (overrides the variant's `/patch`)",
                    nullable=True),
     image_size=Int(224, "input resolution (pixels, square): the one place it is set", positive=True),
-    posemb=Str("learn", "position embedding", choices=("learn", "sincos2d")),
+    posemb=Str("learn", "position embedding", choices=defined_in("models.vit", "POSEMBS")),
     pool_type=Str("map", "pooling: attention probe, mean, or class token",
-                  choices=("map", "gap", "tok")),
+                  choices=defined_in("models.vit", "POOL_TYPES")),
     ln_pre=Bool(False, "a LayerNorm before the encoder (OpenAI CLIP)"),
     patch_bias=Bool(True, "the patch embedding has a bias (False for OpenAI CLIP)"),
     posemb_cls=Bool(False, "the position embedding also covers the class token (OpenAI CLIP; "
@@ -484,7 +484,7 @@ TEXT = Section(dict(
     max_len=Int(64, "tokens per text (padded / truncated): the one place it is set",
                 positive=True),
     pool_type=Str("last", "pooling over tokens (`argmax`: at the largest token id, CLIP's end "
-                  "of text)", choices=("last", "first", "gap", "map", "argmax")),
+                  "of text)", choices=defined_in("models.text", "POOL_TYPES")),
     causal=Bool(False, "causal attention mask (OpenAI CLIP)"),
     **_CLIP_OPTIONS,
     **_TOWER_COMMON,
