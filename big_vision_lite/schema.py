@@ -73,7 +73,7 @@ class Spec:
 @dataclasses.dataclass
 class Leaf(Spec):
   """A value of one of `types`, optionally None, restricted to `choices` (a tuple, or a function
-that returns it: see `defined_in`) or a minimum."""
+  that returns it: see `defined_in`) or a minimum."""
 
   types: tuple[type, ...]
   value: Any = _REQUIRED
