@@ -12,14 +12,15 @@ values, e.g. `model.image.type`), `OneOrList` (one section or a list of them: da
 filled, or raises ConfigError naming the key and the fix.
 
 Sets of allowed values (loss names, activations, ...) are defined by the modules that implement
-them; the schema reads them from there (`defined_in`) when a config is first checked, so that
-importing the schema imports no model code.
+them; the schema reads them from there (`defined_in`) when they are first needed.
 """
 
+import ast
 import dataclasses
 import difflib
 import importlib
 import inspect
+import os
 import re
 from typing import Any, Callable
 
@@ -45,9 +46,27 @@ def _unknown(path: str, key: str, known, what: str = "config key") -> ConfigErro
 
 
 def defined_in(module: str, name: str) -> Callable[[], tuple]:
-  """The values `big_vision_lite.<module>.<name>` defines (a dict's keys), read when first
-  needed: the allowed values live in the module that implements them."""
-  return lambda: tuple(getattr(importlib.import_module(f"big_vision_lite.{module}"), name))
+  """A function returning the values `big_vision_lite.<module>.<name>` defines (a dict's keys).
+
+  A tuple literal or a dict with literal keys is read from the module's source rather than by
+  importing it, so checking a config imports no model code (JAX, Flax); any other definition
+  imports the module."""
+  def read() -> tuple:
+    path = os.path.join(os.path.dirname(__file__), *module.split(".")) + ".py"
+    with open(path) as f:
+      body = ast.parse(f.read()).body
+    for node in body:
+      target = (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1
+                else node.target if isinstance(node, ast.AnnAssign) else None)
+      if isinstance(target, ast.Name) and target.id == name:
+        try:
+          if isinstance(node.value, ast.Dict):
+            return tuple(ast.literal_eval(k) for k in node.value.keys)
+          return tuple(ast.literal_eval(node.value))
+        except ValueError:
+          break
+    return tuple(getattr(importlib.import_module(f"big_vision_lite.{module}"), name))
+  return read
 
 
 class Spec:

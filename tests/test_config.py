@@ -83,9 +83,17 @@ def test_allowed_values_are_the_implementing_modules_with_a_hint():
     _cfg("--config.evals={'z': {'type': 'zeroshott'}}")
 
 
-def test_loading_a_config_module_imports_no_model_code():
-  out = subprocess.run([sys.executable, "-c", "import sys, big_vision_lite.config; "
-                        "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))"],
+def test_defined_in_reads_literals_from_source_and_imports_anything_else():
+  from big_vision_lite.data import shapes  # pylint: disable=import-outside-toplevel
+  assert schema.defined_in("data.shapes", "SPLITS")() == ("train", "validation", "test")  # Keys.
+  assert schema.defined_in("data.shapes", "COLOR_NAMES")() == shapes.COLOR_NAMES  # tuple(COLORS)
+
+
+def test_loading_and_checking_a_config_imports_no_model_code():
+  code = ("import sys\nfrom big_vision_lite import config\n"
+          f"config.from_args({DEFAULT!r}, ['--config.evals={{}}'])\n"
+          "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code],
                        capture_output=True, text=True, check=True,
                        env=dict(os.environ, PYTHONPATH=ROOT))
   assert out.stdout.strip() == "[]"
