@@ -7,15 +7,14 @@ and `resolve` fills the defaults, so the resolved config holds every key.
 """
 
 import ast
-import importlib.util
 import json
 import os
 from typing import Any
 
 import ml_collections
 
-from big_vision_lite import schema
-from big_vision_lite.schema import ConfigError
+from big_vision_lite import files, schema
+from big_vision_lite.errors import ConfigError
 
 __all__ = ["ConfigError", "load", "parse_arg", "override", "parse_overrides", "resolve",
            "from_args", "resolve_steps", "durations", "validate", "from_json", "to_json"]
@@ -30,12 +29,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
   if path.endswith(".json"):
     with open(path) as f:
       return ml_collections.ConfigDict(json.load(f))
-  module_spec = importlib.util.spec_from_file_location("_bvl_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"{path} has no get_config(arg) function")
-  return module.get_config(arg) if arg else module.get_config()
+  return files.call_python_file(path, "get_config", arg, ConfigError)
 
 
 def parse_arg(arg: str | None, known: set[str], config: str) -> dict[str, str]:

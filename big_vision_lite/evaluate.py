@@ -25,25 +25,21 @@ import jax
 import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
-from big_vision_lite import config as config_lib
-from big_vision_lite import job
+from big_vision_lite import errors, files, job
 from big_vision_lite import sharding as sharding_lib
 
 
 def _write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  files.write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _run_config(args) -> str:
   if not args.workdir:
-    raise config_lib.ConfigError("pass --config configs/NAME.py (or --workdir of a run, whose "
+    raise errors.ConfigError("pass --config configs/NAME.py (or --workdir of a run, whose "
                                  "config.json is then used)")
   path = os.path.join(args.workdir, "config.json")
   if not os.path.exists(path):
-    raise config_lib.ConfigError(f"{path} not found: pass --config configs/NAME.py (the config "
+    raise errors.ConfigError(f"{path} not found: pass --config configs/NAME.py (the config "
                                  "the checkpoint was trained with)")
   return path
 
@@ -122,4 +118,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  job.run(main)
+  errors.run(main)

@@ -1,12 +1,11 @@
 """What every entry point does first, written once: the command line, the config, joining the
-processes, the mesh, the model and the evaluators; and how a run ends on an error.
+processes, the mesh, the model and the evaluators (errors.run is how a run ends on an error).
 
 The trainer, the standalone evaluator and the tools call these functions, so a rule such as the
 image size (`config.model.image.image_size`) or the evaluator defaults lives in one place.
 """
 
 import argparse
-import sys
 from typing import Any, Callable
 
 import jax
@@ -130,7 +129,7 @@ def check_vocab(config: ml_collections.ConfigDict) -> None:
   """The text tower's vocabulary must hold every id the tokenizer produces."""
   vocab = tok_lib.get(tokenizer_spec(config)).vocab_size
   if config.model.text.vocab_size < vocab:
-    raise config_lib.ConfigError(
+    raise errors.ConfigError(
         f"config.model.text.vocab_size={config.model.text.vocab_size} is smaller than the "
         f"tokenizer's {vocab} pieces ({tokenizer_spec(config)}); set it to at least {vocab}")
 
@@ -143,7 +142,7 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
   if names is not None:
     unknown = [n for n in names if n not in evals]
     if unknown:
-      raise config_lib.ConfigError(f"--evals {unknown} not in config.evals ({list(evals)})")
+      raise errors.ConfigError(f"--evals {unknown} not in config.evals ({list(evals)})")
     evals = {n: evals[n] for n in names}
   embedder = Embedder(apply_fn(config, model), mesh, config.eval_batch_size)
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,
@@ -171,13 +170,3 @@ def print_results(title: str, results: dict[str, float]) -> None:
   print0(title)
   for k, v in sorted(results.items()):
     print0(f"  {k:45s} {v:.4f}")
-
-
-def run(main: Callable[[], Any]) -> None:
-  """Runs an entry point's `main`: an errors.Error prints its message (no traceback) and exits
-  with its exit code."""
-  try:
-    main()
-  except errors.Error as e:
-    print(f"{e.label}: {e}", file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)

@@ -17,16 +17,15 @@ import ml_collections
 import optax
 
 from big_vision_lite import pytree
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 
-DECAYS = ("cosine", "rsqrt", "linear", "constant")
+DECAYS = ("cosine", "rsqrt", "linear", "constant")  # config.schedule.decay_type (schema.py)
 
 
 def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0, decay_type: str = "cosine",
                   timescale: int = 10_000, min_lr: float = 0.0) -> Callable[[jax.Array], jax.Array]:
-  """Linear warmup to `lr`, then cosine / rsqrt / linear decay (to `min_lr`) or constant."""
-  if decay_type not in DECAYS:
-    raise ConfigError(f"unknown config.schedule.decay_type {decay_type!r}; known: {DECAYS}")
+  """Linear warmup to `lr`, then cosine / rsqrt / linear decay (to `min_lr`) or constant
+  (`decay_type`, one of DECAYS)."""
   if warmup_steps >= total_steps:
     raise ConfigError(f"config.schedule.warmup_steps={warmup_steps} must be shorter than the run "
                       f"({total_steps} steps)")
@@ -60,10 +59,8 @@ def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int,
   opt = config.optax
   if opt.name == "adam":
     inner = optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps)
-  elif opt.name == "sgd":
+  else:  # 'sgd': the schema allows no other name.
     inner = optax.trace(decay=opt.momentum)
-  else:
-    raise ConfigError(f"unknown config.optax.name {opt.name!r}; known: adam, sgd")
   chain = [inner]
   if config.grad_clip_norm:
     chain.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))

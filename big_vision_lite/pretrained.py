@@ -2,7 +2,7 @@
 preprocessing and tokenizer, where its weights come from, and its published zero-shot figure.
 
 `configs/pretrained/NAME.py` are one-line configs over this table (`config(NAME, arg)`); the
-README's table of released models is generated from it too.
+table of released models in docs/weights.md is generated from it too.
 """
 
 import dataclasses
@@ -117,7 +117,7 @@ def config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def markdown_table() -> str:
-  """README: the released models, their configs and published zero-shot ImageNet top-1."""
+  """docs/weights.md: the released models, their configs and published zero-shot ImageNet top-1."""
   rows = ["| model | config | weights | tokenizer | image preprocessing | ImageNet 0-shot top-1 "
           "(published) |", "|---|---|---|---|---|---|"]
   for name, r in RELEASED.items():

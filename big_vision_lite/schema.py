@@ -2,39 +2,71 @@
 
 This is the single source of truth for configs. `config.resolve` checks a config file, its
 `--config.a.b=value` overrides and whole-section overrides against it and fills the defaults;
-the README's config table is generated from it (python -m big_vision_lite.tools.readme_tables).
+docs/training.md's config table is generated from it
+(python -m big_vision_lite.tools.readme_tables).
 
 A schema is built from a few node types: leaves (`Int`, `Float`, `Str`, `Bool`, `Seq`, `Rules`,
 `Union`), `Section` (a fixed set of keys), `Variant` (a section whose keys depend on one of its
 values, e.g. `model.image.type`), `OneOrList` (one section or a list of them: data mixtures) and
 `Map` (named entries: `evals`). `check(value, path)` returns the checked value with defaults
 filled, or raises ConfigError naming the key and the fix.
+
+Sets of allowed values (loss names, activations, ...) are defined by the modules that implement
+them; the schema reads them from there (`defined_in`) when they are first needed.
 """
 
+import ast
 import dataclasses
 import difflib
+import importlib
 import inspect
+import os
 import re
 from typing import Any, Callable
 
-from big_vision_lite import errors
+from big_vision_lite.errors import ConfigError
 
 _REQUIRED = object()  # Default of a key that must be given.
-
-
-class ConfigError(errors.Error, ValueError):
-  """A config that cannot run; the message names the key and the fix."""
 
 
 def _is_mapping(value) -> bool:
   return hasattr(value, "keys") and hasattr(value, "__getitem__")
 
 
+def did_you_mean(value: Any, known, prefix: str = "") -> str:
+  """' (did you mean 'prefix+closest'?)' for the known value closest to `value`, else ''."""
+  close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1, cutoff=0.6)
+  return f" (did you mean {prefix + close[0]!r}?)" if close else ""
+
+
 def _unknown(path: str, key: str, known, what: str = "config key") -> ConfigError:
   full = f"{path}.{key}" if path else key
-  close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-  hint = f" (did you mean {(f'{path}.' if path else '') + close[0]!r}?)" if close else ""
+  hint = did_you_mean(key, known, f"{path}." if path else "")
   return ConfigError(f"unknown {what} {full!r}{hint}")
+
+
+def defined_in(module: str, name: str) -> Callable[[], tuple]:
+  """A function returning the values `big_vision_lite.<module>.<name>` defines (a dict's keys).
+
+  A tuple literal or a dict with literal keys is read from the module's source rather than by
+  importing it, so checking a config imports no model code (JAX, Flax); any other definition
+  imports the module."""
+  def read() -> tuple:
+    path = os.path.join(os.path.dirname(__file__), *module.split(".")) + ".py"
+    with open(path) as f:
+      body = ast.parse(f.read()).body
+    for node in body:
+      target = (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1
+                else node.target if isinstance(node, ast.AnnAssign) else None)
+      if isinstance(target, ast.Name) and target.id == name:
+        try:
+          if isinstance(node.value, ast.Dict):
+            return tuple(ast.literal_eval(k) for k in node.value.keys)
+          return tuple(ast.literal_eval(node.value))
+        except ValueError:
+          break
+    return tuple(getattr(importlib.import_module(f"big_vision_lite.{module}"), name))
+  return read
 
 
 class Spec:
@@ -59,22 +91,29 @@ class Spec:
 
 @dataclasses.dataclass
 class Leaf(Spec):
-  """A value of one of `types`, optionally None, restricted to `choices` or a minimum."""
+  """A value of one of `types`, optionally None, restricted to `choices` (a tuple, or a function
+  that returns it: see `defined_in`) or a minimum."""
 
   types: tuple[type, ...]
   value: Any = _REQUIRED
   help: str = ""
   nullable: bool = False
-  choices: tuple | None = None
+  choices: tuple | Callable[[], tuple] | None = None
   min: float | None = None
   positive: bool = False
 
   def default(self) -> Any:
     return self.value
 
+  def allowed(self) -> tuple | None:
+    """The allowed values (None: any)."""
+    if callable(self.choices):
+      self.choices = self.choices()
+    return self.choices
+
   def type_text(self) -> str:
-    if self.choices:
-      text = " \\| ".join(repr(c) for c in self.choices)
+    if self.allowed():
+      text = " \\| ".join(repr(c) for c in self.allowed())
     else:
       text = "/".join(t.__name__ for t in self.types)
     return text + (" or None" if self.nullable else "")
@@ -92,8 +131,9 @@ class Leaf(Spec):
     if (isinstance(value, bool) and numeric and bool not in self.types
         or not isinstance(value, self.types)):
       raise ConfigError(f"config.{path} expects {self.type_text()}, got {value!r}")
-    if self.choices is not None and value not in self.choices:
-      raise ConfigError(f"config.{path}={value!r} is not one of {list(self.choices)}")
+    if self.allowed() is not None and value not in self.allowed():
+      raise ConfigError(f"config.{path}={value!r} is not one of {list(self.allowed())}"
+                        + did_you_mean(value, self.allowed()))
     if self.positive and not value > 0:
       raise ConfigError(f"config.{path} must be > 0, got {value!r}")
     if self.min is not None and value < self.min:
@@ -130,7 +170,8 @@ def Anything(value=None, help="") -> Leaf:  # pylint: disable=invalid-name,redef
 @dataclasses.dataclass
 class Seq(Spec):
   """A tuple (lists are accepted) of items, each checked by `item` (a Spec, or a tuple of Specs
-  for fixed-length items such as `(name, size)` pairs)."""
+  for fixed-length items such as `(name, size)` pairs). The default `value` may be a function
+  that returns it (see `defined_in`)."""
 
   item: Any
   value: Any = ()
@@ -139,6 +180,8 @@ class Seq(Spec):
   min_len: int = 0
 
   def default(self) -> Any:
+    if callable(self.value):
+      self.value = self.value()
     return self.value
 
   def type_text(self) -> str:
@@ -309,7 +352,8 @@ class Variant(Spec):
       return name, options[name]
     if self.fallback is not None and isinstance(name, str):
       return name, self.fallback
-    raise ConfigError(f"config.{where}={name!r} is not one of {sorted(options)}")
+    raise ConfigError(f"config.{where}={name!r} is not one of {sorted(options)}"
+                      + did_you_mean(name, options))
 
   def child_fields(self, node, path: str) -> dict[str, Spec]:
     """The keys of the option that `node` selects."""
@@ -402,18 +446,9 @@ def signature_section(cls, skip: tuple[str, ...], extra: dict[str, Spec]) -> Sec
 # --------------------------------------------------------------------------------------------
 # The schema.
 
-# models/lora.py DEFAULT_TARGETS (kept here so the schema imports no model code; a test checks).
-LORA_TARGETS = (r".*/MultiHeadDotProductAttention_0/(query|key|value|out)/kernel",
-                r".*/MlpBlock_0/Dense_[01]/kernel")
-LOSSES = ("sigmoid", "softmax", "sigmoid_chunked", "softmax_local")
-REMAT = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
-DTYPES = ("float32", "bfloat16", "float16")
-DECAYS = ("cosine", "rsqrt", "linear", "constant")
-
-ACTIVATIONS = ("gelu_tanh", "gelu", "quick_gelu")
 _CLIP_OPTIONS = dict(
     act=Str("gelu_tanh", "MLP activation: tanh-approximated GELU (big_vision), exact GELU, or "
-            "CLIP's QuickGELU", choices=ACTIVATIONS),
+            "CLIP's QuickGELU", choices=defined_in("models.layers", "ACTIVATIONS")),
     ln_eps=Float(1e-6, "LayerNorm epsilon (1e-5 for OpenAI/open_clip weights)", positive=True),
     head_bias=Bool(True, "the projection head has a bias (False for OpenAI/open_clip weights)"),
 )
@@ -426,7 +461,8 @@ _TOWER_COMMON = dict(
     head_zeroinit=Bool(False, "zero-initialise the projection head"),
     scan=Bool(False, "scan over layers (one compiled block; parameters stacked as "
               "`encoderblock/...` [depth, ...])"),
-    remat_policy=Str("none", "rematerialise each block in the backward pass", choices=REMAT),
+    remat_policy=Str("none", "rematerialise each block in the backward pass",
+                     choices=defined_in("models.layers", "REMAT_POLICIES")),
 )
 
 VIT = Section(dict(
@@ -436,9 +472,9 @@ VIT = Section(dict(
     patch_size=Seq(Int(), None, "patch size (h, w) (overrides the variant's `/patch`)",
                    nullable=True),
     image_size=Int(224, "input resolution (pixels, square): the one place it is set", positive=True),
-    posemb=Str("learn", "position embedding", choices=("learn", "sincos2d")),
+    posemb=Str("learn", "position embedding", choices=defined_in("models.vit", "POSEMBS")),
     pool_type=Str("map", "pooling: attention probe, mean, or class token",
-                  choices=("map", "gap", "tok")),
+                  choices=defined_in("models.vit", "POOL_TYPES")),
     ln_pre=Bool(False, "a LayerNorm before the encoder (OpenAI CLIP)"),
     patch_bias=Bool(True, "the patch embedding has a bias (False for OpenAI CLIP)"),
     posemb_cls=Bool(False, "the position embedding also covers the class token (OpenAI CLIP; "
@@ -467,7 +503,7 @@ TEXT = Section(dict(
     max_len=Int(64, "tokens per text (padded / truncated): the one place it is set",
                 positive=True),
     pool_type=Str("last", "pooling over tokens (`argmax`: at the largest token id, CLIP's end "
-                  "of text)", choices=("last", "first", "gap", "map", "argmax")),
+                  "of text)", choices=defined_in("models.text", "POOL_TYPES")),
     causal=Bool(False, "causal attention mask (OpenAI CLIP)"),
     **_CLIP_OPTIONS,
     **_TOWER_COMMON,
@@ -483,7 +519,7 @@ MODEL = Section(dict(
     temperature_init=Float(10.0, "t = exp(t') starts here; t' is learnt", positive=True),
     bias_init=Float(-10.0, "b starts here (~ -log(batch size)); None: no bias", nullable=True),
     dtype_mm=Str("float32", "matmul dtype (parameters and losses stay float32)",
-                 choices=DTYPES),
+                 choices=defined_in("models.two_towers", "DTYPES")),
 ), help="the two-tower model")
 
 
@@ -498,13 +534,12 @@ SOURCE = Variant("name", {
         seed=Int(0, "which shapes universe (examples are a function of seed, split, index)"),
         image_size=Int(None, "drawn resolution; None: model.image.image_size", nullable=True),
         split=Str("train", "shapes split (grain pipelines)",
-                  choices=("train", "validation", "test")),
+                  choices=defined_in("data.shapes", "SPLITS")),
         size=Int(1 << 20, "examples in the finite source (grain pipelines)", positive=True),
         task=Str(None, "one-object images labelled with this attribute, for task='classify' "
                  "(`shapes_size`, `shapes_position`, `shapes_shape`, `shapes_color`, "
                  "`shapes_combo_heldout`)", nullable=True,
-                 choices=("shapes_shape", "shapes_color", "shapes_combo_heldout",
-                          "shapes_size", "shapes_position"))),
+                 choices=defined_in("data.shapes", "TASKS"))),
     "tar": _source(
         Str("tar", "image-text tar shards"),
         pattern=Str(help="a directory, glob, brace range or comma list of .tar shards")),
@@ -542,7 +577,7 @@ SCHEDULE = Section(dict(
     warmup_steps=Int(None, "linear warmup length in steps (or warmup_examples)", nullable=True,
                      min=0),
     warmup_examples=Int(None, "linear warmup length in examples", nullable=True, min=0),
-    decay_type=Str("cosine", "decay after warmup", choices=DECAYS),
+    decay_type=Str("cosine", "decay after warmup", choices=defined_in("optim", "DECAYS")),
     timescale=Int(10_000, "rsqrt decay timescale", positive=True),
     min_lr=Float(0.0, "learning rate at the end of cosine / linear decay", min=0),
 ), help="learning-rate schedule")
@@ -572,7 +607,7 @@ SCHEMA = Section(dict(
     max_nonfinite_steps=Int(10, "stop after this many consecutive steps with a non-finite loss "
                             "or gradient (such steps are never applied)", positive=True),
     loss=Str("sigmoid", "SigLIP sigmoid, CLIP softmax, or their distributed forms",
-             choices=LOSSES),
+             choices=defined_in("losses", "NAMES")),
     lr=Float(1e-3, "peak learning rate", positive=True),
     wd=Float(1e-4, "decoupled weight decay (follows the schedule's shape, not lr)", min=0),
     grad_clip_norm=Float(1.0, "global-norm gradient clipping; None: off", nullable=True,
@@ -584,8 +619,9 @@ SCHEMA = Section(dict(
     lora=Optional(Section(dict(
         rank=Int(8, "adapter rank r", positive=True),
         alpha=Float(16.0, "adapters are scaled by alpha / rank", positive=True),
-        targets=Seq(_Regex(), LORA_TARGETS, "Dense kernels (parameter-name regexes) that get an "
-                    "adapter; default: attention and MLP projections of both towers"),
+        targets=Seq(_Regex(), defined_in("models.lora", "DEFAULT_TARGETS"), "Dense kernels "
+                    "(parameter-name regexes) that get an adapter; default: attention and MLP "
+                    "projections of both towers"),
         train=Seq(_Regex(), (), "base parameters that still train (e.g. `('img/head/.*',)`); "
                   "all others are frozen"),
     )), "LoRA adapters (None: off)"),
@@ -658,7 +694,7 @@ def _rows(spec: Spec, path: str) -> list[tuple[str, str, str, str]]:
 
 
 def markdown_table() -> str:
-  """The config reference table (README: Configs)."""
+  """The config reference table (docs/training.md)."""
   lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
   seen = set()
   for key, type_text, default, help_text in _rows(SCHEMA, ""):

@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from big_vision_lite import pytree
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 
 
 def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),), devices=None) -> Mesh:

@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import errors, interrupt, job, lock, losses, metrics, optim, pytree
+from big_vision_lite import errors, files, interrupt, job, lock, losses, metrics, optim, pytree
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import loader, sources
 from big_vision_lite.models import lora
@@ -83,7 +83,7 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
   mask = trainable_mask(config, abstract_params)
   trainable, _ = pytree.partition(abstract_params, mask)
   if not jax.tree.leaves(trainable):
-    raise config_lib.ConfigError("every parameter is frozen (config.frozen, lr_mults, lora): "
+    raise errors.ConfigError("every parameter is frozen (config.frozen, lr_mults, lora): "
                                  "nothing would train")
   tx, schedule = optim.make_optimizer(config, trainable, total_steps, warmup_steps)
 
@@ -308,9 +308,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
       state = {**state, "params": job.load_model_init(
           config, state["params"], mesh, sharding_lib.shardings_of(state["params"]))}
   if jax.process_index() == 0:  # Written once the checkpoint (if any) fits this config.
-    with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
-      f.write(config_lib.to_json(config))
-    os.replace(os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "config.json"))
+    files.write_atomic(os.path.join(workdir, "config.json"), config_lib.to_json(config))
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
   trainable = sum(x.size for x in jax.tree.leaves(pytree.partition(abstract_state["params"],
                                                                    mask)[0]))
@@ -419,4 +417,4 @@ def _closing(train_iter, writer, ckpt):
 
 
 if __name__ == "__main__":
-  job.run(main)
+  errors.run(main)

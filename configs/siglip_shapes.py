@@ -2,7 +2,7 @@
 
   python -m big_vision_lite.train --config configs/siglip_shapes.py --workdir /tmp/siglip_shapes
 
-Every key is listed with its meaning in the README's config table (generated from
+Every key is listed with its meaning in docs/training.md's config table (generated from
 big_vision_lite/schema.py, where each key's default, type and allowed values are defined).
 """
 
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       out_dim=128,                # shared embedding size (projection heads)
       temperature_init=10.0,      # t = exp(t'), t' learnable
       # Learnable b (None for none). SigLIP's -10 is the log-prior of a positive pair at batch
-      # ~32k; at batch 128 it is ~-log(128) ~ -5 (see the README and docs/ablations).
+      # ~32k; at batch 128 it is ~-log(128) ~ -5 (see docs/training.md and docs/ablations).
       bias_init=-5.0,
       dtype_mm="float32",         # matmul dtype: float32, or bfloat16 on accelerators
   )

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from big_vision_lite import evaluators, sharding
-from big_vision_lite.config import ConfigError
 from big_vision_lite.data import shapes
 from big_vision_lite.evaluators import (data, fewshot, linear_probe, prompts, ranking, retrieval,
                                         ridge, zeroshot)
@@ -143,17 +142,6 @@ def test_fewshot_separable_and_unlearnable():
     assert abs(np.mean(a) - 0.1) < 0.05
   with pytest.raises(ValueError, match="needs 30 pool examples per class.*raise num_train_examples"):
     fewshot.fewshot_accuracy(xp[:100], yp[:100], xt, yt, 10, shots=(25,))
-
-
-def test_unknown_eval_option_is_a_config_error():
-  with pytest.raises(ConfigError, match=r"zeroshot takes no 'num_exmaples' \(did you mean "
-                                        r"'num_examples'\?\)"):
-    evaluators.make_evaluators(
-        {"z": {"type": "zeroshot", "dataset": "shapes_shape", "num_exmaples": 3}}, None, {})
-  with pytest.raises(ConfigError, match="zeroshot needs \\['dataset'\\]"):
-    evaluators.make_evaluators({"z": {"type": "zeroshot"}}, None, {})
-  with pytest.raises(ConfigError, match="is not one of"):
-    evaluators.make_evaluators({"z": {"type": "linear"}}, None, {})
 
 
 def test_process_ranges_cover_each_example_once():

@@ -63,8 +63,3 @@ def test_targets_cover_attention_and_mlp_projections_of_both_towers():
     lora.init(MODEL, params, inputs, (r"nothing/.*",), 2, jax.random.key(1))
   with pytest.raises(ValueError, match="rank must be >= 1"):
     lora.init(MODEL, params, inputs, lora.DEFAULT_TARGETS, 0, jax.random.key(1))
-
-
-def test_schema_default_targets_are_the_modules():
-  from big_vision_lite import schema  # pylint: disable=import-outside-toplevel
-  assert schema.LORA_TARGETS == lora.DEFAULT_TARGETS

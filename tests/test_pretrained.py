@@ -113,8 +113,9 @@ def test_init_train_export_reload_evaluate(tmp_path):
   assert standalone == results
 
 
-def test_readme_lists_the_released_models():
+def test_docs_list_the_released_models():
   from big_vision_lite.tools import readme_tables  # pylint: disable=import-outside-toplevel
-  readme = open(os.path.join(ROOT, "README.md")).read()
-  assert readme_tables.block(readme, "pretrained-table") == pretrained.markdown_table(), (
-      "README table of released models is stale: run `python -m big_vision_lite.tools.readme_tables`")
+  doc = open(os.path.join(ROOT, "docs", "weights.md")).read()
+  assert readme_tables.block(doc, "pretrained-table") == pretrained.markdown_table(), (
+      "docs/weights.md table of released models is stale: run "
+      "`python -m big_vision_lite.tools.readme_tables`")

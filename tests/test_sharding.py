@@ -5,7 +5,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from big_vision_lite import sharding
-from big_vision_lite.config import ConfigError
+from big_vision_lite.errors import ConfigError
 
 
 def test_mesh_fills_minus_one():

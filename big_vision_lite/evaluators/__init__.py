@@ -6,10 +6,8 @@ EVALUATORS, built as `cls(embedder, **options)`: each class's constructor signat
 with defaults) is the list of options it accepts. Every evaluator derives from base.Evaluator.
 """
 
-import difflib
 import inspect
 
-from big_vision_lite.config import ConfigError
 from big_vision_lite.evaluators.base import Evaluator
 from big_vision_lite.evaluators.classify import Classify
 from big_vision_lite.evaluators.embedder import Embedder
@@ -24,30 +22,16 @@ EVALUATORS: dict[str, type[Evaluator]] = {
 
 def make_evaluators(evals_config, embedder: Embedder | None,
                     defaults: dict) -> dict[str, tuple[Evaluator, int | None]]:
-  """{name: (evaluator, every_steps or None)} from config.evals; `defaults` fill unset options
-  that the evaluator takes (image_size, max_len, tokenizer)."""
+  """{name: (evaluator, every_steps or None)} from config.evals as the schema resolved it (which
+  checked each type and its options against the constructor); `defaults` fill unset options that
+  the evaluator takes (image_size, max_len, tokenizer)."""
   out = {}
   for name, cfg in evals_config.items():
     cfg = dict(cfg)
-    kind = cfg.pop("type", None)
-    if kind not in EVALUATORS:
-      raise ConfigError(f"config.evals.{name}.type={kind!r} is not one of {sorted(EVALUATORS)}")
+    cls = EVALUATORS[cfg.pop("type")]
     every = cfg.pop("every_steps", None)
-    cls = EVALUATORS[kind]
-    params = [p for p in inspect.signature(cls.__init__).parameters.values()
-              if p.name not in ("self", "embedder")]
-    accepted = [p.name for p in params]
-    for key in cfg:
-      if key not in accepted:
-        close = difflib.get_close_matches(key, accepted, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"config.evals.{name}: {kind} takes no {key!r}{hint}; it takes "
-                          f"{accepted}")
+    accepted = inspect.signature(cls.__init__).parameters
     kwargs = {k: v for k, v in defaults.items() if k in accepted}
     kwargs.update(cfg)
-    missing = [p.name for p in params
-               if p.default is inspect.Parameter.empty and p.name not in kwargs]
-    if missing:
-      raise ConfigError(f"config.evals.{name}: {kind} needs {missing}")
     out[name] = (cls(embedder, **kwargs), every)
   return out

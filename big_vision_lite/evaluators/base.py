@@ -4,7 +4,7 @@
 on every process (what `evaluate --export_embeddings` writes); `metrics(embeddings)` turns
 them into `{'<kind>/<dataset>/<metric>': value}` with numpy alone; `run(params)` is both.
 The constructor takes the Embedder and keyword options only: its signature is the list of
-options `config.evals.<name>` accepts (evaluators.make_evaluators checks them).
+options `config.evals.<name>` accepts (schema.py checks them when the config loads).
 """
 
 import abc

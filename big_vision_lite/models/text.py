@@ -15,6 +15,8 @@ import numpy as np
 from big_vision_lite.models import layers
 from big_vision_lite.models.vit import resolve_hparams
 
+POOL_TYPES = ("last", "first", "gap", "map", "argmax")  # TextTransformer.pool_type
+
 
 class TextTransformer(nn.Module):
   """Transformer over token ids [B, L] -> (embedding [B, num_classes or D], aux).

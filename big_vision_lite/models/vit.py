@@ -69,13 +69,17 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.) -
   return pe[None].astype(np.float32)
 
 
+POSEMBS = ("learn", "sincos2d")  # ViT.posemb
+POOL_TYPES = ("map", "gap", "tok")  # ViT.pool_type: attention probe, mean, class token
+
+
 def _pos_embedding(module: nn.Module, kind: str, seqshape: tuple[int, int], width: int):
   if kind == "learn":
     return module.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(width)),
                         (1, np.prod(seqshape), width), jnp.float32)
   if kind == "sincos2d":
     return jnp.asarray(posemb_sincos_2d(*seqshape, width))
-  raise ValueError(f"unknown posemb {kind!r}; known: learn, sincos2d")
+  raise ValueError(f"unknown posemb {kind!r}; known: {', '.join(POSEMBS)}")
 
 
 class ViT(nn.Module):

@@ -23,7 +23,6 @@ written only after the trainer exited 0 and its metrics reached the final step.
 
 import dataclasses
 import datetime
-import importlib.util
 import itertools
 import json
 import os
@@ -35,8 +34,8 @@ import ml_collections
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import errors, metrics
-from big_vision_lite.config import ConfigError
+from big_vision_lite import errors, files, metrics
+from big_vision_lite.errors import ConfigError
 
 __all__ = ["Sweep", "Product", "product", "Named", "named", "Run", "load", "expand", "axes_of",
            "render", "short_names", "config_arg", "trainer_command", "Status", "run_status",
@@ -144,12 +143,7 @@ def load(spec: str) -> Sweep:
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise SweepError(f"sweep file {path!r} not found (e.g. configs/sweeps/siglip_loss_batch.py)")
-  module_spec = importlib.util.spec_from_file_location("_bvl_sweep", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise SweepError(f"{path} has no get_sweep(arg) function")
-  sweep = module.get_sweep(arg) if arg else module.get_sweep()
+  sweep = files.call_python_file(path, "get_sweep", arg, SweepError)
   if not isinstance(sweep, Sweep):
     raise SweepError(f"{path}: get_sweep() returned {type(sweep).__name__}, not a Sweep")
   config_path, sep, config_arg = sweep.config.partition(":")
@@ -316,10 +310,7 @@ def read_manifest(directory: str) -> dict[str, Any]:
 
 
 def _write_json(path: str, obj: Any) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
-    f.write("\n")
-  os.replace(path + ".tmp", path)
+  files.write_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 @dataclasses.dataclass

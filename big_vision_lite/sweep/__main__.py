@@ -138,8 +138,4 @@ def _slurm(args, sweep: sweep_lib.Sweep, manifest: dict, directory: str) -> int:
 
 
 if __name__ == "__main__":
-  try:
-    sys.exit(main())
-  except errors.Error as e:
-    print(f"{e.label}: {e}", file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
+  sys.exit(errors.run(main))

@@ -312,8 +312,4 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-  try:
-    main()
-  except errors.Error as e:
-    print(f"{e.label}: {e}", file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
+  errors.run(main)

@@ -24,7 +24,7 @@ import matplotlib
 import numpy as np
 
 from big_vision_lite import config as config_lib
-from big_vision_lite import evaluate, job, metrics, train
+from big_vision_lite import errors, evaluate, job, metrics, train
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   names = [n.strip() for n in args.regimes.split(",")] if args.regimes else list(REGIMES)
   unknown = [n for n in names if n not in REGIMES]
   if unknown:
-    raise config_lib.ConfigError(f"unknown regimes {unknown}; known: {list(REGIMES)}")
+    raise errors.ConfigError(f"unknown regimes {unknown}; known: {list(REGIMES)}")
   workdir = os.path.abspath(args.workdir)
   pretrained = os.path.join(workdir, "pretrain")
   start = time.perf_counter()
@@ -184,4 +184,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-  job.run(main)
+  errors.run(main)

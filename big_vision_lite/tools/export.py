@@ -19,7 +19,7 @@ import numpy as np
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import job, weights
+from big_vision_lite import errors, job, weights
 from big_vision_lite.models import lora
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> str:
   args = p.parse_args(argv)
   config_path = os.path.join(args.workdir, "config.json")
   if not os.path.exists(config_path):
-    raise config_lib.ConfigError(f"{config_path} not found: --workdir must be a training run's "
+    raise errors.ConfigError(f"{config_path} not found: --workdir must be a training run's "
                                  "workdir")
   config = config_lib.from_json(config_path)
   params = ckpt_lib.restore_params(os.path.join(args.workdir, "checkpoints"), args.step)
@@ -48,4 +48,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-  job.run(main)
+  errors.run(main)
