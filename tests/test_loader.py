@@ -169,20 +169,28 @@ def test_resume_continues_the_exact_sequence(shard_dir, workers):
 
 
 def _captions_seen(shard_dir, process_index, n_batches):
+  return _captions_seen_by(shard_dir, process_index, 2, n_batches)
+
+
+def _captions_seen_by(shard_dir, process_index, process_count, n_batches):
   it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)},
                          pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=8,
-                         seed=1, process_index=process_index, process_count=2)
+                         seed=1, process_index=process_index, process_count=process_count)
   texts = [t for b in _stream(it, n_batches) for t in b["text"]]
   it.close()
   return texts
 
 
 def test_two_processes_read_disjoint_halves_covering_each_epoch(shard_dir):
-  a, b = _captions_seen(shard_dir, 0, 5), _captions_seen(shard_dir, 1, 5)  # 20 each = 1 epoch
-  assert not set(a) & set(b)
-  assert sorted(a + b) == sorted(f"a photo {i}" for i in range(40))
-  second_epoch = _captions_seen(shard_dir, 0, 10)[20:]
-  assert sorted(second_epoch) == sorted(a) and second_epoch != a  # reshuffled each epoch
+  a, b = _captions_seen(shard_dir, 0, 10), _captions_seen(shard_dir, 1, 10)  # 2 epochs of 40
+  for epoch in (slice(0, 20), slice(20, 40)):
+    assert not set(a[epoch]) & set(b[epoch])
+    assert sorted(a[epoch] + b[epoch]) == sorted(f"a photo {i}" for i in range(40))
+  assert a[20:] != a[:20]  # reshuffled each epoch
+  # The global batches are those of one process reading them all: rows 0-3 of each from
+  # process 0, rows 4-7 from process 1.
+  one = _captions_seen_by(shard_dir, 0, 1, 10)
+  assert one == [t for k in range(10) for t in a[4 * k:4 * k + 4] + b[4 * k:4 * k + 4]]
 
 
 def test_weighted_mixture(shard_dir):
