@@ -6,12 +6,14 @@ beside the shard (written by `make_shards`, or built on first use), or in a cach
 the shard's folder is not writable or remote. A sample is then one read of its byte range, whose
 tar headers name its members. The file:
 
-  b"BVLIDX01" | shard size (int64) | samples n (int64) | crc32 (uint32) | note length (uint32)
-  | offsets int64 [n + 1] | note (utf-8: why the shard is cut short, empty when it is whole)
+  b"BVLIDX01" | shard size (int64) | shard modification time (int64 ns) | samples n (int64)
+  | crc32 (uint32) | note length (uint32) | offsets int64 [n + 1]
+  | note (utf-8: why the shard is cut short, empty when it is whole)
 
 all little-endian; the crc covers the offsets and the note. The index is valid for a shard of
-the recorded size; each read also checks that the bytes are the tar headers of one sample, so
-a shard rewritten in place with the same size is caught at its first read.
+the recorded size and modification time (copying shards to a bucket changes the time: their
+indexes are then built again, once). Each read also checks that its bytes are the tar headers
+of one sample, so a shard rewritten during a run is caught at its first read.
 """
 
 import concurrent.futures
@@ -31,7 +33,7 @@ import numpy as np
 from big_vision_lite import errors
 
 MAGIC = b"BVLIDX01"
-_HEADER = struct.Struct("<8sqqII")
+_HEADER = struct.Struct("<8sqqqII")
 SUFFIX = ".idx"
 
 
@@ -63,19 +65,35 @@ def _listing_error(path: str, e: Exception) -> ShardError:
                     "(AWS_ENDPOINT_URL for S3-compatible storage)")
 
 
-def _remote_sizes(folder: str) -> dict[str, int]:
-  """{url: size} of the files in a remote folder (one listing, paginated by fsspec)."""
+def _mtime_ns(entry: dict) -> int:
+  """The modification time (ns since 1970) in an fsspec listing entry; 0 when it has none."""
+  for key in ("mtime", "LastModified", "updated", "last_modified"):
+    value = entry.get(key)
+    if value is None:
+      continue
+    if isinstance(value, str):
+      import datetime  # pylint: disable=import-outside-toplevel
+      value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if hasattr(value, "timestamp"):
+      value = value.timestamp()
+    return int(float(value) * 1e9)
+  return 0
+
+
+def _remote_sizes(folder: str) -> dict[str, tuple[int, int]]:
+  """{url: (size, mtime)} of the files in a remote folder (one listing, paginated by fsspec)."""
   fs = _fs(folder)
   protocol = folder.split("://")[0]
   try:
     entries = fs.ls(folder, detail=True)
   except Exception as e:  # pylint: disable=broad-except
     raise _listing_error(folder, e) from None
-  return {f"{protocol}://{e['name']}": int(e["size"]) for e in entries if e["type"] == "file"}
+  return {f"{protocol}://{e['name']}": (int(e["size"]), _mtime_ns(e)) for e in entries
+          if e["type"] == "file"}
 
 
-def list_shards(pattern: str) -> list[tuple[str, int]]:
-  """[(path, size)] for a directory, a glob, a brace range (`shards-{00000..00099}.tar`), or a
+def list_shards(pattern: str) -> list[tuple[str, int, int]]:
+  """[(path, size, modification time in ns)] for a directory, a glob, a brace range (`shards-{00000..00099}.tar`), or a
   comma-separated list of those, local or remote (any fsspec URL); sorted within each part.
   Names of a range that do not exist are left out (img2dataset leaves failed shards out)."""
   out = []
@@ -93,8 +111,8 @@ def list_shards(pattern: str) -> list[tuple[str, int]]:
         found = fs.glob(part, detail=True)
       except Exception as e:  # pylint: disable=broad-except
         raise _listing_error(part, e) from None
-      out.extend(sorted((f"{protocol}://{k}", int(v["size"])) for k, v in found.items()
-                        if v["type"] == "file"))
+      out.extend(sorted((f"{protocol}://{k}", int(v["size"]), _mtime_ns(v))
+                        for k, v in found.items() if v["type"] == "file"))
       continue
     elif os.path.isdir(part):
       names = sorted(os.path.join(part, n) for n in os.listdir(part) if n.endswith(".tar"))
@@ -108,14 +126,14 @@ def list_shards(pattern: str) -> list[tuple[str, int]]:
         except OSError:
           continue
         if not os.path.isdir(name):
-          out.append((name, st.st_size))
+          out.append((name, st.st_size, st.st_mtime_ns))
       continue
     if names is None:
       sizes = _remote_sizes(part.rstrip("/"))
       if list(sizes) == [part] or part in sizes:  # One file.
-        out.append((part, sizes[part]))
+        out.append((part, *sizes[part]))
       else:
-        out.extend(sorted((k, v) for k, v in sizes.items() if k.endswith(".tar")))
+        out.extend(sorted((k, *v) for k, v in sizes.items() if k.endswith(".tar")))
       continue
     folders: dict[str, dict[str, int]] = {}
     for name in names:
@@ -123,7 +141,7 @@ def list_shards(pattern: str) -> list[tuple[str, int]]:
       if folder not in folders:
         folders[folder] = _remote_sizes(folder)
       if name in folders[folder]:
-        out.append((name, folders[folder][name]))
+        out.append((name, *folders[folder][name]))
   return out
 
 
@@ -169,10 +187,12 @@ def default_cache_dir() -> str:
       os.path.expanduser("~"), ".cache", "big_vision_lite", "shard_index")
 
 
-def index_paths(shard: str, cache_dir: str | None) -> list[str]:
+def index_paths(shard: str, cache_dir: str | None, beside_only: bool = False) -> list[str]:
   """Where the index of `shard` may be, in the order they are tried: beside the shard, then the
   cache (remote shards: the local cache first, it costs no request)."""
   beside = shard + SUFFIX
+  if beside_only:
+    return [beside]
   digest = hashlib.sha1(shard.encode()).hexdigest()[:16]
   cached = os.path.join(cache_dir or default_cache_dir(),
                         f"{digest}-{os.path.basename(shard)}{SUFFIX}")
@@ -181,26 +201,31 @@ def index_paths(shard: str, cache_dir: str | None) -> list[str]:
 
 # --- The index file.
 
-def encode(shard_size: int, offsets: np.ndarray, note: str) -> bytes:
+def encode(shard_size: int, mtime: int, offsets: np.ndarray, note: str) -> bytes:
   body = np.asarray(offsets, "<i8").tobytes() + note.encode("utf-8")
-  return _HEADER.pack(MAGIC, shard_size, len(offsets) - 1, zlib.crc32(body),
+  return _HEADER.pack(MAGIC, shard_size, mtime, len(offsets) - 1, zlib.crc32(body),
                       len(note.encode("utf-8"))) + body
 
 
-def decode(data: bytes, shard_size: int) -> tuple[np.ndarray, str]:
+def _when(ns: int) -> str:
+  return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns / 1e9)) + f".{ns % 10**9:09d}"
+
+
+def decode(data: bytes, shard_size: int, mtime: int) -> tuple[np.ndarray, str]:
   """(offsets int64 [n + 1], note) of an index file; ValueError saying why it is damaged, or
   StaleIndex when it describes a shard of another size."""
   if len(data) < _HEADER.size or data[:8] != MAGIC:
     raise ValueError("not an index file (no BVLIDX01 header)")
-  _, size, n, crc, note_len = _HEADER.unpack_from(data)
+  _, size, indexed_mtime, n, crc, note_len = _HEADER.unpack_from(data)
   if len(data) != _HEADER.size + 8 * (n + 1) + note_len:
     raise ValueError(f"{len(data)} bytes where its header says "
                      f"{_HEADER.size + 8 * (n + 1) + note_len}")
   body = data[_HEADER.size:]
   if zlib.crc32(body) != crc:
     raise ValueError("checksum mismatch")
-  if size != shard_size:
-    raise StaleIndex(f"indexed at {size} bytes, now {shard_size}")
+  if (size, indexed_mtime) != (shard_size, mtime):
+    raise StaleIndex(f"indexed at {size} bytes modified {_when(indexed_mtime)}, now "
+                     f"{shard_size} bytes modified {_when(mtime)}")
   offsets = np.frombuffer(body, "<i8", n + 1)
   return offsets, body[8 * (n + 1):].decode("utf-8")
 
@@ -273,12 +298,13 @@ def _trailing_problem(f, end: int, file_size: int) -> str | None:
   return f"the bytes from byte {end} on are neither a member header nor the end-of-archive marker"
 
 
-def build(shard: str, size: int, cache_dir: str | None) -> tuple[int, str, int]:
+def build(shard: str, size: int, mtime: int, cache_dir: str | None, beside_only: bool = False
+          ) -> tuple[int, str, int]:
   """Indexes a shard and writes the index to the first place that takes it: (samples, note,
   which of `index_paths` holds it)."""
   offsets, note = scan(shard, size)
-  data = encode(size, offsets, note)
-  places = index_paths(shard, cache_dir)
+  data = encode(size, mtime, offsets, note)
+  places = index_paths(shard, cache_dir, beside_only)
   for where, path in enumerate(places):
     try:
       if not is_remote(path):
@@ -295,12 +321,12 @@ def _build_star(args):
   return build(*args)
 
 
-def build_all(todo: list[tuple[str, int]], cache_dir: str | None, workers: int | None = None,
-              log=print) -> list[tuple[int, str, int]]:
+def build_all(todo: list[tuple[str, int, int]], cache_dir: str | None, beside_only: bool = False,
+              workers: int | None = None, log=print) -> list[tuple[int, str, int]]:
   """`build` for many shards in parallel (processes: walking headers is Python work), printing
   a progress bar with the rate and an ETA every few seconds."""
   workers = workers or os.cpu_count() or 1
-  args = [(shard, size, cache_dir) for shard, size in todo]
+  args = [(*shard, cache_dir, beside_only) for shard in todo]
   if len(todo) < 16 or workers == 1:
     results, pool = map(_build_star, args), None
   else:
@@ -326,16 +352,16 @@ def build_all(todo: list[tuple[str, int]], cache_dir: str | None, workers: int |
   return out
 
 
-def _read_index(shard: str, size: int, cache_dir: str | None, problems: list[str]
-                ) -> tuple[int, str, int] | None:
+def _read_index(shard: str, size: int, mtime: int, cache_dir: str | None, beside_only: bool,
+                problems: list[str]) -> tuple[int, str, int] | None:
   """(samples, note, which place) of the first valid index of a shard, or None; why each index
   found is not used goes to `problems`."""
-  for where, path in enumerate(index_paths(shard, cache_dir)):
+  for where, path in enumerate(index_paths(shard, cache_dir, beside_only)):
     data = _read_all(path)
     if data is None:
       continue
     try:
-      offsets, note = decode(data, size)
+      offsets, note = decode(data, size, mtime)
     except StaleIndex as e:
       problems.append(f"{shard} changed since it was indexed ({e}): indexed again")
     except ValueError as e:
@@ -345,31 +371,31 @@ def _read_index(shard: str, size: int, cache_dir: str | None, problems: list[str
   return None
 
 
-def load_counts(listed: list[tuple[str, int]], cache_dir: str | None = None
-                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_counts(listed: list[tuple[str, int, int]], cache_dir: str | None = None,
+                beside_only: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """(samples per shard int64 [S], where each index is (an index into `index_paths`) uint8 [S],
-  warnings) for [(shard, size)]: indexes are read (remote: 32 at a time), and those missing,
+  warnings) for [(shard, size, mtime)]: indexes are read (remote: 32 at a time), and those missing,
   stale or damaged are built (`build_all`)."""
   problems: list[list[str]] = [[] for _ in listed]
-  args = [(shard, size, cache_dir, p) for (shard, size), p in zip(listed, problems)]
-  if any(is_remote(shard) for shard, _ in listed):
+  args = [(*shard, cache_dir, beside_only, p) for shard, p in zip(listed, problems)]
+  if any(is_remote(shard) for shard, _, _ in listed):
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
       found = list(pool.map(lambda a: _read_index(*a), args))
   else:
     found = [_read_index(*a) for a in args]
   todo = [i for i, f in enumerate(found) if f is None]
-  for i, result in zip(todo, build_all([listed[i] for i in todo], cache_dir)):
+  for i, result in zip(todo, build_all([listed[i] for i in todo], cache_dir, beside_only)):
     found[i] = result
   counts = np.asarray([n for n, _, _ in found], np.int64)
   where = np.asarray([w for _, _, w in found], np.uint8)
   warnings = [w for p in problems for w in p]
   warnings += [f"{shard}: cut short after {n} samples ({note})"
-               for (shard, _), (n, note, _) in zip(listed, found) if note]
+               for (shard, _, _), (n, note, _) in zip(listed, found) if note]
   return counts, where, warnings
 
 
-def load_offsets(shard: str, size: int, where: int, cache_dir: str | None, count: int
-                 ) -> np.ndarray:
+def load_offsets(shard: str, size: int, mtime: int, where: int, cache_dir: str | None,
+                 count: int) -> np.ndarray:
   """The offsets [count + 1] of a shard whose index was found valid at start. If the index has
   gone bad since, the shard's headers are read again; a shard that no longer has `count`
   samples is an error (the run's sample numbering would change)."""
@@ -378,7 +404,7 @@ def load_offsets(shard: str, size: int, where: int, cache_dir: str | None, count
   try:
     if data is None:
       raise ValueError("it is gone")
-    offsets, _ = decode(data, size)
+    offsets, _ = decode(data, size, mtime)
   except ValueError as e:
     warn(f"the index {path} of {shard} is unreadable now ({e}): reading the shard's headers")
     offsets, _ = scan(shard, size)

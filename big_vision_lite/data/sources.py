@@ -30,7 +30,7 @@ def expand_pattern(pattern: str) -> list[str]:
   """Paths for a directory, a glob, a brace range (`shards-{00000..00099}.tar`), or a
   comma-separated list of those, local or remote (`gs://`, `s3://`, any fsspec URL); sorted
   within each part."""
-  return [path for path, _ in shard_index.list_shards(pattern)]
+  return [path for path, _, _ in shard_index.list_shards(pattern)]
 
 
 class TarShards:
@@ -56,8 +56,9 @@ class TarShards:
           f"no tar shards match {pattern!r}: give a directory of .tar files, a glob, or a range "
           "such as /data/shards-{00000..00099}.tar (or gs://, s3://, ... URLs); to write shards "
           "from images and captions run `python -m big_vision_lite.tools.make_shards --help`")
-    self.files = [path for path, _ in listed]
-    self.sizes = np.asarray([size for _, size in listed], np.int64)
+    self.files = [path for path, _, _ in listed]
+    self.sizes = np.asarray([size for _, size, _ in listed], np.int64)
+    self.mtimes = np.asarray([mtime for _, _, mtime in listed], np.int64)
     counts, self.where, self.warnings = shard_index.load_counts(listed, index_dir)
     self.cumulative = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [shards + 1]
     if not self.cumulative[-1]:
@@ -87,7 +88,8 @@ class TarShards:
         self._offsets.move_to_end(shard)
         return self._offsets[shard]
     offsets = shard_index.load_offsets(self.files[shard], int(self.sizes[shard]),
-                                       int(self.where[shard]), self.index_dir,
+                                       int(self.mtimes[shard]), int(self.where[shard]),
+                                       self.index_dir,
                                        int(self.cumulative[shard + 1] - self.cumulative[shard]))
     with self._lock:
       self._offsets[shard] = offsets
