@@ -168,6 +168,28 @@ def test_resume_continues_the_exact_sequence(shard_dir, workers):
   _assert_same(expected, got)
 
 
+def test_resume_with_another_process_count_or_other_shards_is_refused(shard_dir, tmp_path):
+  kw = dict(pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=8)
+  it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)}, process_index=0,
+                         process_count=1, **kw)
+  next(it)
+  state = it.get_state()
+  it.close()
+  assert state["process_count"] == 1 and state["examples"] == [40]
+  two = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)}, process_index=0,
+                          process_count=2, **kw)
+  with pytest.raises(sources.DataError, match="for 1 processes and this run has 2: .*resume with "
+                                              "1 processes"):
+    two.set_state(state)
+  two.close()
+  fewer = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir) + "/shards-0000[0-2]"
+                                  ".tar"}, process_index=0, process_count=1, **kw)
+  with pytest.raises(sources.DataError, match=r"have \[30\] examples and had \[40\] .*shards "
+                                              "were added, removed or rewritten"):
+    fewer.set_state(state)
+  fewer.close()
+
+
 def _captions_seen(shard_dir, process_index, n_batches):
   return _captions_seen_by(shard_dir, process_index, 2, n_batches)
 
