@@ -11,7 +11,6 @@ from PIL import Image
 
 from big_vision_lite.data import loader, shapes, shard_index, sources
 from big_vision_lite.tools import make_shards
-from tests.conftest import free_port
 
 
 def jpeg(index, fmt="JPEG"):
@@ -210,29 +209,15 @@ def test_memory_is_per_shard_and_offsets_are_cached_within_a_bound(shard_dir):
 
 
 @pytest.fixture(scope="module")
-def s3_shards(shard_dir):
-  """A real S3 server (moto's) on loopback holding the 4 shards (without indexes) under
-  s3://bvl-test/shards/; clients find it through the standard AWS_* variables."""
-  from moto.server import ThreadedMotoServer  # pylint: disable=import-outside-toplevel
-  port = free_port()
-  server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-  server.start()
-  env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-         "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-  saved = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)
+def s3_shards(shard_dir, s3_endpoint):
+  """The 4 shards (without indexes) under s3://bvl-test/shards/ on the loopback S3 server."""
+  del s3_endpoint
   fs = fsspec.filesystem("s3", skip_instance_cache=True)
   fs.mkdir("bvl-test")
   for name in sorted(os.listdir(shard_dir)):
     if name.endswith(".tar"):
       fs.pipe_file(f"bvl-test/shards/{name}", (shard_dir / name).read_bytes())
-  yield "s3://bvl-test/shards"
-  server.stop()
-  for k, v in saved.items():
-    if v is None:
-      os.environ.pop(k)
-    else:
-      os.environ[k] = v
+  return "s3://bvl-test/shards"
 
 
 def test_shards_on_s3_index_once_into_the_cache_and_train_like_local_ones(shard_dir, s3_shards,

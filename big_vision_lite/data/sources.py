@@ -155,7 +155,9 @@ def _nested(path: str, value) -> dict[str, Any]:
 class TfdsSource:
   """A tfds dataset prepared in ArrayRecord format, read through its random-access data source
   (no TensorFlow in the reading process). `image_key` and `caption_key` ('/'-separated paths
-  into the features, e.g. 'captions/text' for coco_captions) name the fields."""
+  into the features, e.g. 'captions/text' for coco_captions) name the fields. A remote
+  `data_dir` (gs://, s3://, ...) goes through tfds's own file layer (etils epath); whether the
+  records read from there is ArrayRecord's affair, so the first one is read at start."""
 
   def __init__(self, name: str, split: str = "train", data_dir: str | None = None,
                image_key: str = "image", caption_key: str | None = None,
@@ -168,10 +170,17 @@ class TfdsSource:
             f"{data_dir or 'DIR'}` (needs the [prepare] extra: pip install -e '.[prepare]')")
     try:
       builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
     except tfds.core.DatasetNotFoundError:
       raise FileNotFoundError(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
                               f"under {where} (built-in sources: 'tar', 'shapes')") from None
-    if not builder.is_prepared():
+    except Exception as e:  # pylint: disable=broad-except
+      if not (data_dir and shard_index.is_remote(data_dir)):
+        raise
+      raise DataError(f"cannot read tfds data_dir {data_dir}: {type(e).__name__}: {e}. Check the "
+                      "bucket and path, the credentials and the endpoint (AWS_ENDPOINT_URL for "
+                      "S3-compatible storage)") from None
+    if not prepared:
       raise FileNotFoundError(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
     if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
       raise ValueError(f"tfds dataset {name!r} under {where} is stored as "
@@ -186,6 +195,15 @@ class TfdsSource:
     decoders = _nested(image_key, tfds.decode.SkipDecoding()) if isinstance(
         lookup(builder.info.features, image_key), tfds.features.Image) else None
     self.source = builder.as_data_source(split=split, decoders=decoders)
+    if data_dir and shard_index.is_remote(data_dir) and len(self.source):
+      try:
+        self.source[0]  # pylint: disable=pointless-statement
+      except Exception as e:  # pylint: disable=broad-except
+        raise DataError(
+            f"tfds dataset {name!r} under {data_dir}: its ArrayRecord files cannot be read in "
+            f"place ({type(e).__name__}: {e}); copy the prepared dataset to a local disk and set "
+            "data_dir there, or write it as tar shards (make_shards), which read from any "
+            "storage") from None
 
   def __len__(self) -> int:
     return len(self.source)
