@@ -182,18 +182,41 @@ def test_index_is_written_by_make_shards_and_rebuilt_when_stale_or_damaged(shard
     add_member(tar, "extra.txt", b"one more")
   src = sources.TarShards(str(d))
   assert len(src) == 41 and src[30]["txt"] == b"one more"
-  assert any(re.fullmatch(f"{re.escape(str(shard))} changed since it was indexed \\(indexed at \\d+ bytes "
+  name = re.escape(str(shard))
+  assert any(re.fullmatch(f"{name} changed since it was indexed \\(indexed at \\d+ bytes "
                           "modified 20.*, now \\d+ bytes modified 20.*\\): indexed again", w)
              for w in src.warnings), src.warnings
 
   # Changed during a run, same size: the read refuses, naming the shard.
   data = shard.read_bytes()
   shard.write_bytes(data[512:] + bytes(512))
-  with pytest.raises(shard_index.ShardError, match=f"{re.escape(str(shard))} changed since it was indexed"):
+  with pytest.raises(shard_index.ShardError, match=f"{name} changed since it was indexed"):
     src[25]  # pylint: disable=pointless-statement
   shard.unlink()  # Gone during the run.
-  with pytest.raises(shard_index.ShardError, match=f"cannot read {re.escape(str(shard))} .*restore the shard"):
+  with pytest.raises(shard_index.ShardError, match=f"cannot read {name} .*restore the shard"):
     src[25]  # pylint: disable=pointless-statement
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_samples_read_as_tarfile_reads_them_in_every_tar_format(tmp_path, fmt):
+  """Plain headers take the fast reader; long and non-ASCII names (GNU long-name and pax
+  headers) take tarfile's. Both against tarfile reading the whole archive."""
+  names = ["a/00001", "b" * 90 + "/00002", "x" * 120, "caf\u00e9_3", "00004"]
+  path = tmp_path / "formats.tar"
+  with tarfile.open(path, "w", format=fmt) as tar:
+    for i, key in enumerate(names):
+      if fmt == tarfile.USTAR_FORMAT and (len(key) > 100 or not key.isascii()):
+        continue
+      add_member(tar, f"{key}.jpg", jpeg(i))
+      add_member(tar, f"{key}.txt", f"caption {i}".encode())
+  expected = {}
+  with tarfile.open(path) as tar:
+    for m in tar:
+      key, _, ext = m.name.rpartition("/")[2].partition(".")
+      key = m.name.rpartition("/")[0] + "/" + key if "/" in m.name else key
+      expected.setdefault(key, {"__key__": key})[ext] = tar.extractfile(m).read()
+  src = sources.TarShards(str(path))
+  assert not src.warnings and _records(src) == list(expected.values())
 
 
 def test_memory_is_per_shard_and_offsets_are_cached_within_a_bound(shard_dir):

@@ -52,10 +52,10 @@ def _fs(path: str):
     return fsspec.core.url_to_fs(path)[0]
   except (ImportError, ValueError) as e:
     protocol = path.split("://")[0]
-    extra = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs"}.get(protocol, f"the fsspec package for {protocol}://")
-    raise ShardError(f"cannot open {path}: {e}; install {extra} (pip install "
-                     f"'big_vision_lite[{'gcs' if extra == 'gcsfs' else 's3'}]' or "
-                     f"pip install {extra})") from None
+    extra = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}.get(protocol)
+    how = (f"pip install 'big_vision_lite[{extra}]'" if extra else
+           f"install the fsspec implementation of {protocol}://")
+    raise ShardError(f"cannot open {path}: {e}; {how}") from None
 
 
 def _listing_error(path: str, e: Exception) -> ShardError:
@@ -93,8 +93,9 @@ def _remote_sizes(folder: str) -> dict[str, tuple[int, int]]:
 
 
 def list_shards(pattern: str) -> list[tuple[str, int, int]]:
-  """[(path, size, modification time in ns)] for a directory, a glob, a brace range (`shards-{00000..00099}.tar`), or a
-  comma-separated list of those, local or remote (any fsspec URL); sorted within each part.
+  """[(path, size, modification time in ns)] for a directory, a glob, a brace range
+  (`shards-{00000..00099}.tar`), or a comma-separated list of those, local or remote (any
+  fsspec URL); sorted within each part.
   Names of a range that do not exist are left out (img2dataset leaves failed shards out)."""
   out = []
   for part in pattern.split(","):
