@@ -5,7 +5,8 @@
 Writes shards of ~400x300 JPEGs (drawn scenes with texture, quality 90) to a temporary folder,
 then runs the training pipeline (GrainInput: tar source -> per-example ops -> local batches)
 with each worker count. 0 workers preprocesses in the calling process. With --s3 the shards are
-also put on an S3 server started on loopback (moto's, from the test extra) and read from there
+also put on an S3 server started on loopback (moto's, from the test extra; a Python server, so
+it bounds the rate: this checks the read pattern, not S3's speed) and read from there
 (index built into a temporary cache, one ranged GET per sample), counting the reads.
 """
 
@@ -14,6 +15,8 @@ import contextlib
 import io
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -98,26 +101,31 @@ def run(data: dict, pp: str, args, workers: int, where: str) -> None:
 
 @contextlib.contextmanager
 def _s3_copy(folder: str):
-  """s3://bench/shards holding the .tar files of `folder`, on a moto server on loopback."""
+  """s3://bench/shards holding the .tar files of `folder`, on moto's S3 server on loopback (its
+  own process, so that serving does not take this process's CPU)."""
   import fsspec  # pylint: disable=import-outside-toplevel
-  from moto.server import ThreadedMotoServer  # pylint: disable=import-outside-toplevel
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-  server.start()
+  server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                     AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
-  fs = fsspec.filesystem("s3")
-  fs.mkdir("bench")
-  for name in os.listdir(folder):
-    if name.endswith(".tar"):
-      fs.put_file(os.path.join(folder, name), f"bench/shards/{name}")
   try:
+    for _ in range(600):
+      with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+          break
+      time.sleep(0.1)
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("bench")
+    for name in os.listdir(folder):
+      if name.endswith(".tar"):
+        fs.put_file(os.path.join(folder, name), f"bench/shards/{name}")
     yield "s3://bench/shards"
   finally:
-    server.stop()
-
+    server.terminate()
+    server.wait()
 
 if __name__ == "__main__":
   main()
