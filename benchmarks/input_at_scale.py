@@ -16,7 +16,6 @@ DataComp-1B.
 """
 
 import argparse
-import io
 import json
 import os
 import subprocess
