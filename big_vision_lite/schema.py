@@ -542,7 +542,11 @@ SOURCE = Variant("name", {
                  choices=defined_in("data.shapes", "TASKS"))),
     "tar": _source(
         Str("tar", "image-text tar shards"),
-        pattern=Str(help="a directory, glob, brace range or comma list of .tar shards")),
+        pattern=Str(help="a directory, glob, brace range or comma list of .tar shards, local or "
+                    "remote (gs://, s3://, any fsspec URL)"),
+        index_dir=Str(None, "where shard indexes go when they cannot be written beside the "
+                      "shards (remote or read-only); None: $BVL_INDEX_DIR or "
+                      "~/.cache/big_vision_lite/shard_index", nullable=True)),
 }, None, "a data source: `shapes`, `tar`, or a tfds dataset name", fallback=_source(
     Str(help="tfds dataset name"),
     split=Str("train", "tfds split"),

@@ -13,6 +13,8 @@ import socket
 import tempfile
 import uuid
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,6 +36,34 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+  """A real S3 server (moto's server mode) on loopback for the module's tests; clients (s3fs,
+  botocore) find it through the standard AWS_* variables, set while the module runs."""
+  from moto.server import ThreadedMotoServer  # pylint: disable=import-outside-toplevel
+  from s3fs import S3FileSystem  # pylint: disable=import-outside-toplevel
+  # fsspec keeps one client per set of arguments: one made for another module's server (now
+  # stopped) would be reused.
+  S3FileSystem.clear_instance_cache()
+  port = free_port()
+  server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+  server.start()
+  env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+         "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  try:
+    yield env["AWS_ENDPOINT_URL"]
+  finally:
+    server.stop()
+    S3FileSystem.clear_instance_cache()
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k)
+      else:
+        os.environ[k] = v
 
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()

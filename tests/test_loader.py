@@ -168,21 +168,51 @@ def test_resume_continues_the_exact_sequence(shard_dir, workers):
   _assert_same(expected, got)
 
 
+def test_resume_with_another_process_count_or_other_shards_is_refused(shard_dir, tmp_path):
+  kw = dict(pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=8)
+  it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)}, process_index=0,
+                         process_count=1, **kw)
+  next(it)
+  state = it.get_state()
+  it.close()
+  assert state["process_count"] == 1 and state["examples"] == [40]
+  two = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)}, process_index=0,
+                          process_count=2, **kw)
+  with pytest.raises(sources.DataError, match="for 1 processes and this run has 2: .*resume with "
+                                              "1 processes"):
+    two.set_state(state)
+  two.close()
+  fewer = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir) + "/shards-0000[0-2]"
+                                  ".tar"}, process_index=0, process_count=1, **kw)
+  with pytest.raises(sources.DataError, match=r"have \[30\] examples and had \[40\] .*shards "
+                                              "were added, removed or rewritten"):
+    fewer.set_state(state)
+  fewer.close()
+
+
 def _captions_seen(shard_dir, process_index, n_batches):
+  return _captions_seen_by(shard_dir, process_index, 2, n_batches)
+
+
+def _captions_seen_by(shard_dir, process_index, process_count, n_batches):
   it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)},
                          pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=8,
-                         seed=1, process_index=process_index, process_count=2)
+                         seed=1, process_index=process_index, process_count=process_count)
   texts = [t for b in _stream(it, n_batches) for t in b["text"]]
   it.close()
   return texts
 
 
 def test_two_processes_read_disjoint_halves_covering_each_epoch(shard_dir):
-  a, b = _captions_seen(shard_dir, 0, 5), _captions_seen(shard_dir, 1, 5)  # 20 each = 1 epoch
-  assert not set(a) & set(b)
-  assert sorted(a + b) == sorted(f"a photo {i}" for i in range(40))
-  second_epoch = _captions_seen(shard_dir, 0, 10)[20:]
-  assert sorted(second_epoch) == sorted(a) and second_epoch != a  # reshuffled each epoch
+  a, b = _captions_seen(shard_dir, 0, 10), _captions_seen(shard_dir, 1, 10)  # 2 epochs of 40
+  for epoch in (slice(0, 20), slice(20, 40)):
+    assert not set(a[epoch]) & set(b[epoch])
+    assert sorted(a[epoch] + b[epoch]) == sorted(f"a photo {i}" for i in range(40))
+  assert a[20:] != a[:20]  # reshuffled each epoch
+  # The global batches are those of one process reading them all: rows 0-3 of each from
+  # process 0, rows 4-7 from process 1.
+  one = _captions_seen_by(shard_dir, 0, 1, 10)
+  assert one == [t for k in range(10) for t in a[4 * k:4 * k + 4] + b[4 * k:4 * k + 4]]
 
 
 def test_weighted_mixture(shard_dir):

@@ -15,7 +15,7 @@ import numpy as np
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import metrics
 from tests.conftest import free_port, process_env
-from tests.test_train import CONFIG, TINY
+from tests.test_train import CONFIG, TINY, tar_input
 
 # Two evaluators: labels (zero-shot) and caption strings (retrieval) gathered over processes.
 EVALS = ("--config.evals={'zeroshot_shape': {'type': 'zeroshot', 'dataset': 'shapes_shape', "
@@ -43,11 +43,17 @@ def _params(workdir, step):
 
 
 def test_two_processes_equal_one_process_and_resume(tmp_path):
+  """Training on tar shards (indexed at start by both processes at once): the two processes
+  read disjoint rows of the same global batches as one process does."""
+  args = ("--config", CONFIG, *ARGS, *tar_input(tmp_path / "shards"))
   single = tmp_path / "single"
-  subprocess.run([sys.executable, "-m", "big_vision_lite.train", "--config", CONFIG, "--workdir",
-                  str(single)] + ARGS, env=process_env(4), check=True, capture_output=True)
+  subprocess.run([sys.executable, "-m", "big_vision_lite.train", "--workdir", str(single), *args],
+                 env=process_env(4), check=True, capture_output=True)
+  for name in os.listdir(tmp_path / "shards"):
+    if name.endswith(".idx"):
+      os.remove(tmp_path / "shards" / name)
   multi = tmp_path / "multi"
-  outs = _two_processes(multi)
+  outs = _two_processes(multi, args=args)
   assert "over 2 process(es)" in outs[0] and "4 x cpu" in outs[0]
   assert "final evaluation" in outs[0] and "final evaluation" not in outs[1]  # process 0 prints
   ref, got = _params(single, 8), _params(multi, 8)
@@ -60,7 +66,7 @@ def test_two_processes_equal_one_process_and_resume(tmp_path):
 
   # Drop the final checkpoint: both processes resume from step 4, which both wrote.
   shutil.rmtree(multi / "checkpoints" / "8")
-  outs = _two_processes(multi)
+  outs = _two_processes(multi, args=args)
   assert "resumed from" in outs[0]
   jax.tree.map(np.testing.assert_array_equal, _params(multi, 8), got)
 

@@ -1,13 +1,15 @@
-"""Sources (tar shards: patterns, truncation, errors) and the make_shards command."""
+"""Sources (tar shards: patterns, truncation, errors, the shard index, S3) and make_shards."""
 
 import io
 import os
+import re
 import tarfile
 
+import fsspec
 import pytest
 from PIL import Image
 
-from big_vision_lite.data import loader, shapes, sources
+from big_vision_lite.data import loader, shapes, shard_index, sources
 from big_vision_lite.tools import make_shards
 
 
@@ -137,3 +139,145 @@ def test_make_shards_skips_images_whose_captions_are_all_empty(tmp_path, capsys)
   with pytest.raises(SystemExit, match="no non-empty captions"):
     make_shards.main(["--images", str(images), "--captions", str(tmp_path / "none.csv"),
                       "--output", str(tmp_path / "out2")])
+
+
+# --- The shard index: built once, checked, rebuilt; remote shards on a real S3 server.
+
+def _copy_shards(shard_dir, dest):
+  dest.mkdir()
+  for name in sorted(os.listdir(shard_dir)):
+    if name.endswith(".tar"):
+      (dest / name).write_bytes((shard_dir / name).read_bytes())
+  return dest
+
+
+def _records(src):
+  return [src[i] for i in range(len(src))]
+
+
+def test_index_is_written_by_make_shards_and_rebuilt_when_stale_or_damaged(shard_dir, tmp_path,
+                                                                            capsys):
+  assert sorted(os.listdir(shard_dir)) == sorted(
+      f"shards-0000{i}.tar{ext}" for i in range(4) for ext in ("", ".idx"))
+  reference = _records(sources.TarShards(str(shard_dir)))
+  assert [r["txt"] for r in reference] == [f"a photo {i}".encode() for i in range(40)]
+  d = _copy_shards(shard_dir, tmp_path / "copy")  # No index: built on first use, beside.
+  assert _records(sources.TarShards(str(d))) == reference
+  index = d / "shards-00001.tar.idx"
+  built = index.read_bytes()
+  made = (shard_dir / "shards-00001.tar.idx").read_bytes()
+  assert built[:16] + built[24:] == made[:16] + made[24:]  # All but the shard's mtime.
+  assert len(built) == 40 + 8 * 11  # Header + 11 offsets: 8 bytes a sample.
+  capsys.readouterr()
+
+  index.write_bytes(built[:-3] + b"xyz")  # Damaged: rebuilt with a warning.
+  src = sources.TarShards(str(d))
+  assert f"the index {index} is damaged (checksum mismatch): indexed again" in src.warnings
+  assert index.read_bytes() == built and _records(src) == reference
+
+  # A shard rewritten with one sample more since it was indexed: indexed again.
+  shard = d / "shards-00002.tar"
+  with tarfile.open(shard, "a") as tar:
+    add_member(tar, "extra.jpg", jpeg(99))
+    add_member(tar, "extra.txt", b"one more")
+  src = sources.TarShards(str(d))
+  assert len(src) == 41 and src[30]["txt"] == b"one more"
+  name = re.escape(str(shard))
+  assert any(re.fullmatch(f"{name} changed since it was indexed \\(indexed at \\d+ bytes "
+                          "modified 20.*, now \\d+ bytes modified 20.*\\): indexed again", w)
+             for w in src.warnings), src.warnings
+
+  # Changed during a run, same size: the read refuses, naming the shard.
+  data = shard.read_bytes()
+  shard.write_bytes(data[512:] + bytes(512))
+  with pytest.raises(shard_index.ShardError, match=f"{name} changed since it was indexed"):
+    src[25]  # pylint: disable=pointless-statement
+  shard.unlink()  # Gone during the run.
+  with pytest.raises(shard_index.ShardError, match=f"cannot read {name} .*restore the shard"):
+    src[25]  # pylint: disable=pointless-statement
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_samples_read_as_tarfile_reads_them_in_every_tar_format(tmp_path, fmt):
+  """Plain headers take the fast reader; long and non-ASCII names (GNU long-name and pax
+  headers) take tarfile's. Both against tarfile reading the whole archive."""
+  names = ["a/00001", "b" * 90 + "/00002", "x" * 120, "caf\u00e9_3", "00004"]
+  path = tmp_path / "formats.tar"
+  with tarfile.open(path, "w", format=fmt) as tar:
+    for i, key in enumerate(names):
+      if fmt == tarfile.USTAR_FORMAT and (len(key) > 100 or not key.isascii()):
+        continue
+      add_member(tar, f"{key}.jpg", jpeg(i))
+      add_member(tar, f"{key}.txt", f"caption {i}".encode())
+  expected = {}
+  with tarfile.open(path) as tar:
+    for m in tar:
+      key, _, ext = m.name.rpartition("/")[2].partition(".")
+      key = m.name.rpartition("/")[0] + "/" + key if "/" in m.name else key
+      expected.setdefault(key, {"__key__": key})[ext] = tar.extractfile(m).read()
+  src = sources.TarShards(str(path))
+  assert not src.warnings and _records(src) == list(expected.values())
+
+
+def test_memory_is_per_shard_and_offsets_are_cached_within_a_bound(shard_dir):
+  src = sources.TarShards(str(shard_dir))
+  assert src.cumulative.tolist() == [0, 10, 20, 30, 40] and not vars(src).get("samples")
+  src.CACHED_OFFSETS = 15  # Two shards' offsets (11 each) do not fit.
+  assert [src.locate(i) for i in (0, 9, 10, 39)] == [(0, 0), (0, 9), (1, 0), (3, 9)]
+  assert [src[i]["txt"] for i in (3, 17, 3, 35)] == [b"a photo 3", b"a photo 17", b"a photo 3",
+                                                     b"a photo 35"]
+  assert list(src._offsets) == [3]  # pylint: disable=protected-access
+  with pytest.raises(IndexError):
+    src[40]  # pylint: disable=pointless-statement
+
+
+@pytest.fixture(scope="module")
+def s3_shards(shard_dir, s3_endpoint):
+  """The 4 shards (without indexes) under s3://bvl-test/shards/ on the loopback S3 server."""
+  del s3_endpoint
+  fs = fsspec.filesystem("s3", skip_instance_cache=True)
+  fs.mkdir("bvl-test")
+  for name in sorted(os.listdir(shard_dir)):
+    if name.endswith(".tar"):
+      fs.pipe_file(f"bvl-test/shards/{name}", (shard_dir / name).read_bytes())
+  return "s3://bvl-test/shards"
+
+
+def test_shards_on_s3_index_once_into_the_cache_and_train_like_local_ones(shard_dir, s3_shards,
+                                                                          tmp_path):
+  cache = tmp_path / "cache"
+  src = sources.TarShards(s3_shards, index_dir=str(cache))
+  local = sources.TarShards(str(shard_dir))
+  assert src.files == [f"{s3_shards}/shards-0000{i}.tar" for i in range(4)]
+  assert _records(src) == _records(local)
+  indexes = sorted(os.listdir(cache))
+  assert len(indexes) == 4 and all(n.endswith(".tar.idx") for n in indexes)
+  stamps = [os.stat(cache / n).st_mtime_ns for n in indexes]
+  brace = sources.TarShards(s3_shards + "/shards-{00001..00002}.tar", index_dir=str(cache))
+  assert len(brace) == 20 and [os.stat(cache / n).st_mtime_ns for n in indexes] == stamps
+  kw = dict(pp="choice(inkey='captions',outkey='text')|keep('text')", global_batch=8, seed=2,
+            process_index=1, process_count=2)
+  remote_it = loader.GrainInput(data={"name": "tar", "pattern": s3_shards,
+                                      "index_dir": str(cache)}, **kw)
+  local_it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)}, **kw)
+  assert [next(remote_it)["text"].tolist() for _ in range(3)] == [
+      next(local_it)["text"].tolist() for _ in range(3)]
+  remote_it.close()
+  local_it.close()
+
+  # `make_shards --index` writes the indexes beside the shards, in the bucket: a new cache
+  # stays empty.
+  make_shards.main(["--index", s3_shards + "/shards-*.tar"])
+  fs = fsspec.filesystem("s3")
+  assert fs.exists("bvl-test/shards/shards-00003.tar.idx")
+  assert len(sources.TarShards(s3_shards, index_dir=str(tmp_path / "fresh"))) == 40
+  assert not (tmp_path / "fresh").exists()
+
+
+def test_missing_bucket_or_folder_is_a_clear_error_at_start(s3_shards):
+  with pytest.raises(shard_index.ShardError,
+                     match=r"cannot list s3://no-such-bucket/shards: FileNotFoundError.*"
+                           r"credentials"):
+    sources.TarShards("s3://no-such-bucket/shards/shards-{00000..00003}.tar")
+  with pytest.raises(FileNotFoundError, match="no tar shards match"):
+    sources.TarShards(s3_shards + "/shards-*.tgz")

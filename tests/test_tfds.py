@@ -3,6 +3,7 @@
 import io
 import sys
 
+import fsspec
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -205,3 +206,19 @@ def test_classification_fine_tuning_on_a_tfds_dataset(data_dir, tmp_path):
   rows = metrics.read(str(tmp_path))
   assert all(0 <= r["train/accuracy"] <= 1 for r in rows)
   assert rows[0]["train/params_trainable"] == rows[0]["train/params"]
+
+
+def test_a_remote_data_dir_reads_its_metadata_and_says_when_records_cannot_be_read(
+    data_dir, s3_endpoint):
+  """On S3 (a loopback server), tfds reads the dataset's metadata through etils; ArrayRecord's
+  reader cannot open s3:// files, which is said at start with the way out."""
+  del s3_endpoint
+  fs = fsspec.filesystem("s3", skip_instance_cache=True)
+  fs.mkdir("bvl-tfds")
+  fs.put(data_dir + "/", "bvl-tfds/data/", recursive=True)
+  with pytest.raises(sources.DataError, match=r"under s3://bvl-tfds/data: its ArrayRecord files "
+                                              r"cannot be read in place.*copy the prepared"):
+    sources.TfdsSource("bvl_tiny_captions", data_dir="s3://bvl-tfds/data",
+                       caption_key="captions/text")
+  with pytest.raises((sources.DataError, FileNotFoundError), match="s3://no-such-bucket/data"):
+    sources.TfdsSource("bvl_tiny_captions", data_dir="s3://no-such-bucket/data")

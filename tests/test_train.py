@@ -16,7 +16,7 @@ from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
 from big_vision_lite import evaluate, metrics, pytree, sharding, train
 from big_vision_lite.tools import plot
-from big_vision_lite.data import loader
+from big_vision_lite.data import loader, shapes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "siglip_shapes.py")
@@ -33,6 +33,30 @@ TINY = [
     "--config.evals.fewshot.shots=(1, 2)", "--config.evals.fewshot.seeds=2",
     "--config.eval_batch_size=16",
 ]
+
+
+def tar_input(directory, num_shards=4, per_shard=16) -> list[str]:
+  """Config overrides that train on tar shards of shapes images written to `directory`
+  (without their index files: the trainer builds them on first use)."""
+  from big_vision_lite.tools import make_shards  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  import io  # pylint: disable=import-outside-toplevel
+
+  def png(ex):
+    buf = io.BytesIO()
+    Image.fromarray(ex["image"]).save(buf, "PNG")
+    return buf.getvalue()
+
+  examples = (shapes.draw(0, "train", i, 32) for i in range(num_shards * per_shard))
+  make_shards.write_shards(((f"{i:05d}", png(ex), "png", ex["captions"])
+                            for i, ex in enumerate(examples)), str(directory), per_shard)
+  for name in os.listdir(directory):
+    if name.endswith(".idx"):
+      os.remove(os.path.join(directory, name))
+  pp = ("decode|flip_lr|value_range(-1,1)|choice(inkey='captions',outkey='text')|tokenize|"
+        "keep('image','labels')")
+  return [f"--config.input.data={{'name': 'tar', 'pattern': '{directory}'}}",
+          f"--config.input.pp={pp}"]
 
 
 def _tiny_config(*overrides):
@@ -214,21 +238,23 @@ def _final_params(workdir):
   return ckpt_lib.Checkpointer(ckpt_dir).latest_step(), ckpt_lib.restore_params(ckpt_dir)
 
 
-def _train_cmd(workdir, steps):
+def _train_cmd(workdir, steps, *extra):
   return [sys.executable, "-m", "big_vision_lite.train", "--config", CONFIG, "--workdir",
           str(workdir)] + TINY + [f"--config.total_steps={steps}", "--config.ckpt_steps=4",
                                   "--config.log_training_steps=4", "--config.evals={}",
-                                  "--config.keep_ckpts=2"]
+                                  "--config.keep_ckpts=2", *extra]
 
 
 def test_resume_after_kill9_reproduces_uninterrupted_run(tmp_path):
+  """On tar shards through the grain pipeline (shuffled, augmented), 10 epochs of 64."""
   steps = 40
   env = dict(os.environ, PYTHONPATH=ROOT)
-  subprocess.run(_train_cmd(tmp_path / "straight", steps), check=True, env=env,
+  data = tar_input(tmp_path / "shards")
+  subprocess.run(_train_cmd(tmp_path / "straight", steps, *data), check=True, env=env,
                  capture_output=True)
   # Interrupted run: kill -9 as soon as a checkpoint past step 8 is committed.
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(_train_cmd(killed, steps), env=env, stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(_train_cmd(killed, steps, *data), env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   ckpt_dir = killed / "checkpoints"
   deadline = time.time() + 300
@@ -242,8 +268,8 @@ def test_resume_after_kill9_reproduces_uninterrupted_run(tmp_path):
   proc.wait()
   interrupted_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
   assert interrupted_at < steps
-  out = subprocess.run(_train_cmd(killed, steps), check=True, env=env, capture_output=True,
-                       text=True)
+  out = subprocess.run(_train_cmd(killed, steps, *data), check=True, env=env,
+                       capture_output=True, text=True)
   assert "resumed from" in out.stdout
   step_a, params_a = _final_params(tmp_path / "straight")
   step_b, params_b = _final_params(killed)

@@ -11,12 +11,14 @@ sharded over the mesh.
 import abc
 import collections
 import concurrent.futures
+import json
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 
+from big_vision_lite import distributed
 from big_vision_lite.data import ops, shapes, sources, tokenizer as tok_lib
 
 # {name: (shape of this process's batch, dtype)}
@@ -171,14 +173,45 @@ class _Preprocess:
     self.__init__(state["pp"], state["defaults"])
 
 
+class _ProcessRows(grain.MapDataset):
+  """One process's rows of every global batch of a global stream: element j of process p is
+  global element (j // b) * B + p * b + j % b (b = B / processes rows each). The global stream,
+  shuffling and augmentation included, is the same for any process count."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, local_batch: int,
+               process_index: int):
+    super().__init__(parent)
+    self.global_batch, self.local_batch, self.process_index = (global_batch, local_batch,
+                                                               process_index)
+
+  def __len__(self) -> int:
+    return len(self._parent) // self.global_batch * self.local_batch
+
+  def _global(self, index: int) -> int:
+    batch, row = divmod(index, self.local_batch)
+    return batch * self.global_batch + self.process_index * self.local_batch + row
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._global(index)]
+
+  def __str__(self) -> str:
+    return f"_ProcessRows(process {self.process_index}, {self.local_batch}/{self.global_batch})"
+
+
 class GrainInput(TrainInput):
   """Local batches from one source or a weighted mixture, through a grain pipeline.
 
-  Each process reads a disjoint 1/process_count of every source (shuffled with `seed`, a new
-  permutation every epoch), preprocessing runs in `num_workers` processes with per-example
-  random streams, and the iterator state (saved in checkpoints) resumes the exact sequence.
-  Records that fail are skipped and counted; more than `max_consecutive_skips` failures in a
-  row stop with a DataError naming the failing op, since then the pipeline itself is broken.
+  One global stream (every source shuffled with `seed`, a new permutation every epoch, mixed by
+  weight, each example with its own random stream) is cut into global batches; each process
+  takes its `global_batch / process_count` rows of each, so the processes read disjoint parts
+  of every epoch, and the global batches do not depend on the process count (while no record is
+  skipped). Preprocessing runs in `num_workers` processes, and the iterator state (saved in
+  checkpoints, every process's own) resumes the exact sequence. Records that fail are skipped
+  and counted (the process takes its next row instead); more than `max_consecutive_skips`
+  failures in a row stop with a DataError naming the failing op, since then the pipeline itself
+  is broken.
   """
 
   def __init__(self, *, data, pp: str, global_batch: int, seed: int = 0, num_workers: int = 0,
@@ -193,17 +226,15 @@ class GrainInput(TrainInput):
     self._sources, datasets, weights = [], [], []
     for k, entry in enumerate(entries):
       source = sources.make_source(entry)
-      if len(source) < self.process_count:
-        raise sources.DataError(f"data source {dict(entry)} has {len(source)} examples, fewer "
-                                f"than the {self.process_count} processes")
       for warning in getattr(source, "warnings", []):
         print(f"warning: {warning}", flush=True)
       self._sources.append((dict(entry), source))
-      ds = grain.MapDataset.source(source)[self.process_index::self.process_count]
-      datasets.append(ds.shuffle(seed=seed + k).repeat())
+      datasets.append(grain.MapDataset.source(source).shuffle(seed=seed + k).repeat())
       weights.append(float(dict(entry).get("weight", 1.0)))
     ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
-    ds = ds.random_map(self._preprocess, seed=seed).to_iter_dataset()
+    ds = ds.random_map(self._preprocess, seed=seed)
+    ds = _ProcessRows(ds, self.global_batch, self.local_batch, self.process_index)
+    ds = ds.to_iter_dataset()
     if num_workers:
       _absl_flags_parsed()
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
@@ -265,11 +296,32 @@ class GrainInput(TrainInput):
     raise self._broken(n, ex[_SKIPPED], entry)
 
   def get_state(self) -> dict[str, Any]:
-    return {"grain": self._iter.get_state(), "skipped": self.skipped}
+    """This process's position, and in a multi-process job every process's (a checkpoint
+    holds one state for all), with the process count and the size of each source."""
+    own = {"grain": self._iter.get_state(), "skipped": self.skipped}
+    state = {**own, "process_count": self.process_count,
+             "examples": [len(source) for _, source in self._sources]}
+    if jax.process_count() > 1 and jax.process_count() == self.process_count:
+      state["processes"] = _gather_json(own)
+    return state
 
   def set_state(self, state: dict[str, Any]) -> None:
-    self._iter.set_state(state["grain"])
-    self.skipped = int(state["skipped"])
+    saved = state.get("process_count", self.process_count)
+    if saved != self.process_count:
+      raise sources.DataError(
+          f"the checkpoint's input position is for {saved} processes and this run has "
+          f"{self.process_count}: each process resumes its own position, so resume with "
+          f"{saved} processes, or start a new run from these weights (config.model_init)")
+    sizes = [len(source) for _, source in self._sources]
+    if state.get("examples", sizes) != sizes:
+      raise sources.DataError(
+          f"the data sources have {sizes} examples and had {state['examples']} when the "
+          "checkpoint was saved: shards were added, removed or rewritten, so the sample "
+          "numbering differs and the run cannot resume exactly; restore the data, or start a "
+          "new run from these weights (config.model_init)")
+    own = state["processes"][self.process_index] if "processes" in state else state
+    self._iter.set_state(own["grain"])
+    self.skipped = int(own["skipped"])
     self._consecutive = 0
 
   def close(self) -> None:
@@ -278,6 +330,15 @@ class GrainInput(TrainInput):
       close = getattr(self._iter, "close", None)
       if close:
         close()
+
+
+def _gather_json(value) -> list:
+  """[value of process 0, value of process 1, ...] of a JSON-able value (a collective)."""
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  lengths = distributed.gather_rows(np.asarray([len(data)], np.int64))
+  flat = distributed.gather_rows(data).tobytes()
+  ends = np.cumsum(lengths)
+  return [json.loads(flat[end - n:end]) for n, end in zip(lengths, ends)]
 
 
 def _absl_flags_parsed() -> None:

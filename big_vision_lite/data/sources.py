@@ -5,16 +5,15 @@ record into `{'image': encoded bytes or uint8 array, 'captions': [str, ...]}`, r
 `BadRecord` when it cannot (the loader skips and counts those).
 """
 
-import glob
+import collections
 import json
-import os
-import re
-import tarfile
 import threading
 from typing import Any
 
+import numpy as np
+
 from big_vision_lite import errors
-from big_vision_lite.data import shapes
+from big_vision_lite.data import shapes, shard_index
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -29,126 +28,92 @@ class BadRecord(ValueError):
 
 def expand_pattern(pattern: str) -> list[str]:
   """Paths for a directory, a glob, a brace range (`shards-{00000..00099}.tar`), or a
-  comma-separated list of those; sorted within each part."""
-  paths = []
-  for part in pattern.split(","):
-    part = part.strip()
-    m = re.search(r"\{(\d+)\.\.(\d+)\}", part)
-    if m:
-      lo, hi, width = int(m.group(1)), int(m.group(2)), len(m.group(1))
-      paths.extend(part[:m.start()] + str(i).zfill(width) + part[m.end():]
-                   for i in range(lo, hi + 1))
-    elif os.path.isdir(part):
-      paths.extend(sorted(glob.glob(os.path.join(part, "*.tar"))))
-    else:
-      paths.extend(sorted(glob.glob(part)))
-  return [p for p in paths if os.path.isfile(p)]
-
-
-def _index_tar(path: str) -> tuple[list[tuple[str, dict[str, tuple[int, int]]]], str | None]:
-  """[(key, {ext: (data offset, size)})] in file order, and why the tar is cut short (None when
-  it is whole)."""
-  samples: dict[str, dict[str, tuple[int, int]]] = {}
-  file_size = os.path.getsize(path)
-  try:
-    with tarfile.open(path, "r:") as tar:
-      for member in tar:
-        if member.offset_data + member.size > file_size:
-          return list(samples.items()), (f"{member.name} needs bytes up to "
-                                         f"{member.offset_data + member.size}, the file ends at "
-                                         f"{file_size}")
-        if not member.isfile():
-          continue
-        base = os.path.basename(member.name)
-        if base.startswith("."):
-          continue
-        key, _, ext = base.partition(".")
-        key = os.path.join(os.path.dirname(member.name), key)
-        samples.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size)
-      end = tar.offset  # Where tarfile stopped: the end-of-archive blocks should start here.
-  except (tarfile.TarError, OSError) as e:
-    return list(samples.items()), f"{type(e).__name__}: {e}"
-  # tarfile also stops quietly at a header cut off by the end of the file or at bytes that are no
-  # header at all, so a whole archive is one whose rest is the zero blocks that end it.
-  return list(samples.items()), _trailing_problem(path, end, file_size)
-
-
-def _trailing_problem(path: str, end: int, file_size: int) -> str | None:
-  """Why bytes end.. of a tar are not the end-of-archive zero blocks, or None if they are."""
-  if end >= file_size:
-    return f"no end-of-archive marker: the file ends at byte {file_size}, after the last member"
-  with open(path, "rb") as f:
-    f.seek(end)
-    pos = end
-    while chunk := f.read(1 << 20):
-      stripped = chunk.lstrip(b"\0")
-      if stripped:
-        pos += len(chunk) - len(stripped)
-        break
-      pos += len(chunk)
-    else:
-      return None
-  if pos > end:
-    return (f"{file_size - pos} bytes of data at byte {pos}, after the end-of-archive marker at "
-            f"byte {end}, are not read")
-  if file_size - end < tarfile.BLOCKSIZE:
-    return f"a member header at byte {end} is cut off by the end of the file at byte {file_size}"
-  return f"the bytes from byte {end} on are neither a member header nor the end-of-archive marker"
+  comma-separated list of those, local or remote (`gs://`, `s3://`, any fsspec URL); sorted
+  within each part."""
+  return [path for path, _, _ in shard_index.list_shards(pattern)]
 
 
 class TarShards:
-  """Samples of image-text tar shards (img2dataset layout: KEY.jpg + KEY.txt [+ KEY.json]).
+  """Samples of image-text tar shards (img2dataset layout: KEY.jpg + KEY.txt [+ KEY.json]),
+  local or on any fsspec storage (`gs://`, `s3://`, ...).
 
-  Shards are indexed (member headers only) at start and read in place, never unpacked. A shard
-  cut short keeps the samples before the cut and says why in `warnings` (printed at start).
+  Start-up reads one small index per shard (`shard_index`: built once in parallel where
+  missing, stale or damaged, then cached) and keeps O(shards) in memory: the cumulative sample
+  counts, so global index i -> (shard, row) is a binary search. A sample is one read of its byte
+  range; the offsets of recently read shards stay in a bounded cache. A shard cut short keeps
+  the samples before the cut and says why in `warnings` (printed at start).
   """
 
-  def __init__(self, pattern: str):
-    self.pattern = pattern
-    self.files = expand_pattern(pattern)
-    if not self.files:
+  # Offsets kept per process (8 bytes a sample): all of them up to ~16M samples; past that, the
+  # least recently read shards' offsets are read again when needed.
+  CACHED_OFFSETS = 1 << 24
+
+  def __init__(self, pattern: str, index_dir: str | None = None):
+    self.pattern, self.index_dir = pattern, index_dir
+    listed = shard_index.list_shards(pattern)
+    if not listed:
       raise FileNotFoundError(
           f"no tar shards match {pattern!r}: give a directory of .tar files, a glob, or a range "
-          "such as /data/shards-{00000..00099}.tar; to write shards from images and captions "
-          "run `python -m big_vision_lite.tools.make_shards --help`")
-    self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
-    self.warnings: list[str] = []
-    for i, path in enumerate(self.files):
-      entries, problem = _index_tar(path)
-      if problem:
-        self.warnings.append(f"{path}: cut short after {len(entries)} samples ({problem})")
-      self.samples.extend((i, key, members) for key, members in entries)
-    if not self.samples:
+          "such as /data/shards-{00000..00099}.tar (or gs://, s3://, ... URLs); to write shards "
+          "from images and captions run `python -m big_vision_lite.tools.make_shards --help`")
+    self.files = [path for path, _, _ in listed]
+    self.sizes = np.asarray([size for _, size, _ in listed], np.int64)
+    self.mtimes = np.asarray([mtime for _, _, mtime in listed], np.int64)
+    counts, self.where, self.warnings = shard_index.load_counts(listed, index_dir)
+    self.cumulative = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [shards + 1]
+    if not self.cumulative[-1]:
       raise DataError(f"the tar shards matching {pattern!r} ({len(self.files)} files) contain no "
                       "samples" + (f": {self.warnings[0]}" if self.warnings else ""))
-    self._local = threading.local()
+    self._init_cache()
+
+  def _init_cache(self):
+    self._offsets: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+    self._cached = 0
+    self._lock = threading.Lock()
 
   def __len__(self) -> int:
-    return len(self.samples)
+    return int(self.cumulative[-1])
 
-  def _handle(self, file_index: int):
-    handles = self._local.__dict__.setdefault("handles", {})
-    if file_index not in handles:
-      handles[file_index] = open(self.files[file_index], "rb")  # pylint: disable=consider-using-with
-    return handles[file_index]
+  def locate(self, index: int) -> tuple[int, int]:
+    """(shard, row) of global sample `index`."""
+    if not 0 <= index < len(self):
+      raise IndexError(f"sample {index} of {len(self)}")
+    shard = int(np.searchsorted(self.cumulative, index, side="right")) - 1
+    return shard, index - int(self.cumulative[shard])
+
+  def offsets(self, shard: int) -> np.ndarray:
+    """Byte offsets [n + 1] where the samples of `shard` start (and the last one ends)."""
+    with self._lock:
+      if shard in self._offsets:
+        self._offsets.move_to_end(shard)
+        return self._offsets[shard]
+    offsets = shard_index.load_offsets(self.files[shard], int(self.sizes[shard]),
+                                       int(self.mtimes[shard]), int(self.where[shard]),
+                                       self.index_dir,
+                                       int(self.cumulative[shard + 1] - self.cumulative[shard]))
+    with self._lock:
+      self._offsets[shard] = offsets
+      self._cached += len(offsets)
+      while self._cached > self.CACHED_OFFSETS and len(self._offsets) > 1:
+        self._cached -= len(self._offsets.popitem(last=False)[1])
+    return offsets
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    file_index, key, members = self.samples[index]
-    f = self._handle(file_index)
-    record = {"__key__": key}
-    for ext, (offset, size) in members.items():
-      f.seek(offset)
-      record[ext] = f.read(size)
-    return record
+    shard, row = self.locate(int(index))
+    offsets = self.offsets(shard)
+    start, end = int(offsets[row]), int(offsets[row + 1])
+    path = self.files[shard]
+    return shard_index.parse_sample(shard_index.read_range(path, start, end), path, row, start)
 
-  def __getstate__(self):  # File handles stay behind when the source goes to a worker process.
+  def __getstate__(self):  # The offsets cache stays behind when the source goes to a worker.
     state = dict(self.__dict__)
-    state.pop("_local")
+    for k in ("_offsets", "_cached", "_lock"):
+      state.pop(k)
     return state
 
   def __setstate__(self, state):
     self.__dict__.update(state)
-    self._local = threading.local()
+    self._init_cache()
 
 
 class ShapesSource:
@@ -190,7 +155,9 @@ def _nested(path: str, value) -> dict[str, Any]:
 class TfdsSource:
   """A tfds dataset prepared in ArrayRecord format, read through its random-access data source
   (no TensorFlow in the reading process). `image_key` and `caption_key` ('/'-separated paths
-  into the features, e.g. 'captions/text' for coco_captions) name the fields."""
+  into the features, e.g. 'captions/text' for coco_captions) name the fields. A remote
+  `data_dir` (gs://, s3://, ...) goes through tfds's own file layer (etils epath); whether the
+  records read from there is ArrayRecord's affair, so the first one is read at start."""
 
   def __init__(self, name: str, split: str = "train", data_dir: str | None = None,
                image_key: str = "image", caption_key: str | None = None,
@@ -203,10 +170,17 @@ class TfdsSource:
             f"{data_dir or 'DIR'}` (needs the [prepare] extra: pip install -e '.[prepare]')")
     try:
       builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
     except tfds.core.DatasetNotFoundError:
       raise FileNotFoundError(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
                               f"under {where} (built-in sources: 'tar', 'shapes')") from None
-    if not builder.is_prepared():
+    except Exception as e:  # pylint: disable=broad-except
+      if not (data_dir and shard_index.is_remote(data_dir)):
+        raise
+      raise DataError(f"cannot read tfds data_dir {data_dir}: {type(e).__name__}: {e}. Check the "
+                      "bucket and path, the credentials and the endpoint (AWS_ENDPOINT_URL for "
+                      "S3-compatible storage)") from None
+    if not prepared:
       raise FileNotFoundError(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
     if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
       raise ValueError(f"tfds dataset {name!r} under {where} is stored as "
@@ -221,6 +195,15 @@ class TfdsSource:
     decoders = _nested(image_key, tfds.decode.SkipDecoding()) if isinstance(
         lookup(builder.info.features, image_key), tfds.features.Image) else None
     self.source = builder.as_data_source(split=split, decoders=decoders)
+    if data_dir and shard_index.is_remote(data_dir) and len(self.source):
+      try:
+        self.source[0]  # pylint: disable=pointless-statement
+      except Exception as e:  # pylint: disable=broad-except
+        raise DataError(
+            f"tfds dataset {name!r} under {data_dir}: its ArrayRecord files cannot be read in "
+            f"place ({type(e).__name__}: {e}); copy the prepared dataset to a local disk and set "
+            "data_dir there, or write it as tar shards (make_shards), which read from any "
+            "storage") from None
 
   def __len__(self) -> int:
     return len(self.source)

@@ -8,8 +8,15 @@ line (`caption` may be a list). A file listed several times gets all its caption
 in a caption is collapsed to single spaces (so a caption stays one line of KEY.txt), and an image
 whose captions are all empty is skipped, printing how many and which (the first few). Each sample
 is KEY.<ext> (the original image bytes) + KEY.txt (one caption per line) + KEY.json. Shards are
-OUT/shards-00000.tar, ...; point a config at them with
+OUT/shards-00000.tar, ..., each with its index OUT/shards-00000.tar.idx (the byte offsets of
+its samples, see big_vision_lite/data/shard_index.py); point a config at them with
 input.data=dict(name='tar', pattern='OUT/shards-{00000..0000N}.tar') or just pattern='OUT'.
+
+Shards written by other tools (img2dataset, webdataset) are indexed on first use; to index them
+once beforehand, beside the shards (local or remote, e.g. before copying them to a bucket or for
+a job whose processes should not each build them):
+
+  python -m big_vision_lite.tools.make_shards --index 'gs://bucket/laion/{00000..41454}.tar'
 """
 
 import argparse
@@ -18,7 +25,10 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections import OrderedDict
+
+from big_vision_lite.data import shard_index
 
 
 def read_captions(path: str) -> "OrderedDict[str, list[str]]":
@@ -66,15 +76,22 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
   tar.addfile(info, io.BytesIO(data))
 
 
+def _finish(tar: tarfile.TarFile, tmp: str, path: str) -> None:
+  """Closes a shard, moves it into place and writes its index beside it."""
+  tar.close()
+  os.replace(tmp, path)
+  st = os.stat(path)
+  shard_index.build(path, st.st_size, st.st_mtime_ns, None, beside_only=True)
+
+
 def write_shards(samples, output: str, samples_per_shard: int = 1000) -> list[str]:
-  """Writes [(key, image bytes, image ext, [captions])] to OUTPUT/shards-NNNNN.tar."""
+  """Writes [(key, image bytes, image ext, [captions])] to OUTPUT/shards-NNNNN.tar (+ .idx)."""
   os.makedirs(output, exist_ok=True)
   paths, tar, tmp = [], None, None
   for i, (key, data, ext, captions) in enumerate(samples):
     if i % samples_per_shard == 0:
       if tar:
-        tar.close()
-        os.replace(tmp, paths[-1])
+        _finish(tar, tmp, paths[-1])
       paths.append(os.path.join(output, f"shards-{len(paths):05d}.tar"))
       tmp = paths[-1] + ".tmp"
       tar = tarfile.open(tmp, "w")  # pylint: disable=consider-using-with
@@ -82,18 +99,38 @@ def write_shards(samples, output: str, samples_per_shard: int = 1000) -> list[st
     _add(tar, f"{key}.txt", "\n".join(captions).encode("utf-8"))
     _add(tar, f"{key}.json", json.dumps({"caption": captions, "key": key}).encode("utf-8"))
   if tar:
-    tar.close()
-    os.replace(tmp, paths[-1])
+    _finish(tar, tmp, paths[-1])
   return paths
+
+
+def index_shards(pattern: str) -> None:
+  """Writes the index of every shard matching `pattern` that has none (or a stale or damaged
+  one) beside it, in parallel."""
+  start = time.monotonic()
+  listed = shard_index.list_shards(pattern)
+  if not listed:
+    raise SystemExit(f"no tar shards match {pattern!r}")
+  counts, _, warnings = shard_index.load_counts(listed, None, beside_only=True)
+  for warning in warnings:
+    print(f"warning: {warning}")
+  print(f"{len(listed)} shards, {int(counts.sum())} samples indexed (index files beside the "
+        f"shards) in {time.monotonic() - start:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--images", required=True, help="folder the caption file's paths are relative to")
-  p.add_argument("--captions", required=True, help="captions .csv (file,caption) or .jsonl")
-  p.add_argument("--output", required=True, help="folder for shards-NNNNN.tar")
+  p.add_argument("--images", help="folder the caption file's paths are relative to")
+  p.add_argument("--captions", help="captions .csv (file,caption) or .jsonl")
+  p.add_argument("--output", help="folder for shards-NNNNN.tar")
   p.add_argument("--samples_per_shard", type=int, default=1000)
+  p.add_argument("--index", metavar="PATTERN",
+                 help="instead: index existing shards (a folder, glob or {a..b} range; any URL)")
   args = p.parse_args(argv)
+  if args.index:
+    index_shards(args.index)
+    return
+  if not (args.images and args.captions and args.output):
+    p.error("--images, --captions and --output are required (or --index PATTERN)")
   captions, empty = drop_empty_captions(read_captions(args.captions))
   if empty:
     print(f"skipped {len(empty)} images whose captions are all empty: {', '.join(empty[:5])}"
