@@ -7,9 +7,12 @@ and `resolve` fills the defaults, so the resolved config holds every key.
 """
 
 import ast
+import contextlib
 import importlib.util
+import inspect
 import json
 import os
+import traceback
 from typing import Any
 
 import ml_collections
@@ -18,12 +21,15 @@ from big_vision_lite import schema
 from big_vision_lite.schema import ConfigError
 
 __all__ = ["ConfigError", "load", "parse_arg", "override", "parse_overrides", "resolve",
-           "from_args", "resolve_steps", "durations", "validate", "from_json", "to_json"]
+           "from_args", "resolve_steps", "durations", "validate", "from_json", "to_json",
+           "flatten", "differences"]
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
   """The config as its file builds it: `path/to/config.py[:arg]` (calls `get_config(arg)`) or a
-  run's `config.json`. Not yet checked: see `resolve`."""
+  run's `config.json`. Not yet checked: see `resolve`. A file that takes no argument declares
+  `get_config()` without parameters, and an argument given to it is an error; a file that
+  fails to load is a ConfigError naming its line."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise ConfigError(f"config file {path!r} not found (pass e.g. --config configs/siglip_shapes.py)")
@@ -32,10 +38,35 @@ def load(spec: str) -> ml_collections.ConfigDict:
       return ml_collections.ConfigDict(json.load(f))
   module_spec = importlib.util.spec_from_file_location("_bvl_config", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  with _reported(path, "loading"):
+    module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path} has no get_config(arg) function")
-  return module.get_config(arg) if arg else module.get_config()
+  takes_arg = bool(inspect.signature(module.get_config).parameters)
+  if arg and not takes_arg:
+    raise ConfigError(f"{path} takes no argument, but got {arg!r} (after the ':'); set keys "
+                      f"with --config.KEY=VALUE instead, e.g. --config.{arg.split(',')[0]}")
+  with _reported(path, "get_config"):
+    return module.get_config(arg) if arg else module.get_config()
+
+
+@contextlib.contextmanager
+def _reported(path: str, what: str):
+  """A config file that fails to load (a syntax error, an exception) is a ConfigError naming
+  the file and line, not a traceback."""
+  try:
+    yield
+  except ConfigError:
+    raise
+  except SyntaxError as e:
+    raise ConfigError(f"{e.filename or path}:{e.lineno}: {e.msg} (a syntax error in the config "
+                      "file): fix that line") from None
+  except Exception as e:  # pylint: disable=broad-except
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    where = f"{path}:{frames[-1].lineno}" if frames else path
+    raise ConfigError(f"{where}: {what} raised {type(e).__name__}: {e}: fix the config file "
+                      "(or its argument)") from None
 
 
 def parse_arg(arg: str | None, known: set[str], config: str) -> dict[str, str]:
@@ -197,3 +228,25 @@ def from_json(path: str) -> ml_collections.ConfigDict:
 def to_json(cfg: ml_collections.ConfigDict) -> str:
   """The resolved config as indented JSON."""
   return json.dumps(_plain(cfg), indent=2, sort_keys=True, default=str)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  if isinstance(d, dict) and d:
+    out = {}
+    for k, v in d.items():
+      out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+    return out
+  return {prefix: d}
+
+
+UNSET = "<unset>"  # How `differences` shows a key that one side lacks.
+
+
+def differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+  """{dotted key: (old value, new value)} for every key whose value differs between two
+  configs as `to_json` writes them (plain dicts); a key only one has shows UNSET on the other."""
+  old_flat, new_flat = flatten(old), flatten(new)
+  return {k: (old_flat.get(k, UNSET), new_flat.get(k, UNSET))
+          for k in sorted(set(old_flat) | set(new_flat))
+          if old_flat.get(k, UNSET) != new_flat.get(k, UNSET)}

@@ -11,6 +11,10 @@ sharded over the mesh.
 import abc
 import collections
 import concurrent.futures
+import functools
+import os
+import threading
+import time
 from typing import Any
 
 import grain
@@ -121,6 +125,7 @@ class ShapesInput(TrainInput):
     return {"step": self.step}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    _check_state(state, "step", "the built-in shapes stream")
     for f in self._queue:
       f.cancel()
     self._queue.clear()
@@ -128,6 +133,15 @@ class ShapesInput(TrainInput):
 
   def close(self) -> None:
     self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _check_state(state: dict[str, Any], key: str, what: str) -> None:
+  """A saved data position must come from the same kind of input."""
+  if not isinstance(state, dict) or key not in state:
+    raise sources.DataError(
+        f"the checkpoint's data position {str(state)[:80]} was saved by another kind of input "
+        f"than config.input now gives ({what}): a run's input cannot change mid-run; resume "
+        "with the run's own config.input (WORKDIR/config.json), or use a fresh --workdir")
 
 
 _SKIPPED = "__skipped__"  # Key of the marker a failed record becomes; its value says why.
@@ -206,7 +220,8 @@ class GrainInput(TrainInput):
     ds = ds.random_map(self._preprocess, seed=seed).to_iter_dataset()
     if num_workers:
       _absl_flags_parsed()
-      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                          worker_init_fn=functools.partial(_end_with_parent, os.getpid()))
     self._iter = iter(ds)
     self._consecutive = 0  # Records failed in a row; any success resets it.
     self._spec: ElementSpec | None = None
@@ -268,6 +283,7 @@ class GrainInput(TrainInput):
     return {"grain": self._iter.get_state(), "skipped": self.skipped}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    _check_state(state, "grain", "a grain pipeline (config.input.pp)")
     self._iter.set_state(state["grain"])
     self.skipped = int(state["skipped"])
     self._consecutive = 0
@@ -278,6 +294,25 @@ class GrainInput(TrainInput):
       close = getattr(self._iter, "close", None)
       if close:
         close()
+
+
+def _end_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+  """Runs first in each grain worker process: a watchdog thread ends the worker once `parent`
+  (the trainer) is gone, however it ended (`kill -9` included), so that no worker (nor, once
+  they are gone, multiprocessing's resource tracker) outlives its trainer holding memory. Not
+  the parent-death signal: it follows the thread that started the worker, and grain starts
+  them from short-lived threads."""
+  del worker_index, worker_count
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_WATCHDOG_SEC)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+_WATCHDOG_SEC = 0.5
 
 
 def _absl_flags_parsed() -> None:

@@ -23,6 +23,10 @@ class DataError(errors.Error, ValueError):
   """Input data that cannot train: the message names the source or op and the fix."""
 
 
+class DataNotFound(DataError, FileNotFoundError):
+  """No data where the config points (a tar pattern matching no file, an unknown tfds name)."""
+
+
 class BadRecord(ValueError):
   """A record that cannot become an example (missing image or caption, unreadable bytes)."""
 
@@ -107,7 +111,7 @@ class TarShards:
     self.pattern = pattern
     self.files = expand_pattern(pattern)
     if not self.files:
-      raise FileNotFoundError(
+      raise DataNotFound(
           f"no tar shards match {pattern!r}: give a directory of .tar files, a glob, or a range "
           "such as /data/shards-{00000..00099}.tar; to write shards from images and captions "
           "run `python -m big_vision_lite.tools.make_shards --help`")
@@ -204,17 +208,17 @@ class TfdsSource:
     try:
       builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
-      raise FileNotFoundError(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
+      raise DataNotFound(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
                               f"under {where} (built-in sources: 'tar', 'shapes')") from None
     if not builder.is_prepared():
-      raise FileNotFoundError(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
+      raise DataNotFound(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
     if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
-      raise ValueError(f"tfds dataset {name!r} under {where} is stored as "
-                       f"{builder.info.file_format.value}, which needs TensorFlow to read: "
-                       f"{hint}")
+      raise DataError(f"tfds dataset {name!r} under {where} is stored as "
+                      f"{builder.info.file_format.value}, which needs TensorFlow to read: "
+                      f"{hint}")
     if split not in builder.info.splits:
-      raise ValueError(f"tfds dataset {name!r} has no split {split!r}; it has "
-                       f"{list(builder.info.splits)}")
+      raise DataError(f"tfds dataset {name!r} has no split {split!r}; it has "
+                      f"{list(builder.info.splits)}")
     self.info = builder.info
     # The image stays encoded (the `decode` op decodes it where preprocessing runs), so reading
     # a record's other fields costs no image decoding.

@@ -49,5 +49,8 @@ def make_evaluators(evals_config, embedder: Embedder | None,
                if p.default is inspect.Parameter.empty and p.name not in kwargs]
     if missing:
       raise ConfigError(f"config.evals.{name}: {kind} needs {missing}")
-    out[name] = (cls(embedder, **kwargs), every)
+    try:  # Loads (or checks) the dataset: a typo stops the run before anything is written.
+      out[name] = (cls(embedder, **kwargs), every)
+    except (ValueError, FileNotFoundError) as e:
+      raise ConfigError(f"config.evals.{name}: {e}") from e
   return out
