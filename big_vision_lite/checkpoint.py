@@ -2,8 +2,9 @@
 
 DIRECTORY/<step>/ holds `state/` (Orbax PyTree: parameters, optimiser state, step), `data/` (the
 input iterator's state, JSON) and `fingerprints/` (JSON: a 32-bit fingerprint of every state
-leaf, taken on device when saving, and a CRC-32 of the data state). The array format checksums only its indices, so bytes
-changed on disk can decode to wrong numbers without an error; the fingerprints catch that.
+leaf, taken on device when saving, and a CRC-32 of the data state). The array format checksums
+only its indices, so bytes changed on disk (or an edited data state) can decode to wrong
+numbers without an error; the fingerprints catch that.
 
 Saving is asynchronous and atomic: the arrays are copied to host memory, then written in the
 background into DIRECTORY/<step>.orbax-checkpoint-tmp, which is renamed to DIRECTORY/<step>

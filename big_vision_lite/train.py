@@ -11,9 +11,9 @@ Exit codes: 0 finished; 2 a problem with the config, data, checkpoint or workdir
 says which and how to fix it); 3 stopped after `max_nonfinite_steps` consecutive non-finite
 steps; 4 a checkpoint (or metrics.jsonl) could not be written; 75 stopped by SIGTERM or
 SIGINT: after saving a checkpoint, or during start-up, before any update step (run the same
-command to resume). A resume whose config differs from the run's is refused (exit 2) with the differences;
---accept_config_changes takes a changed total_steps, lr, wd, grad_clip_norm or schedule and
-records it in WORKDIR/config_changes.jsonl.
+command to resume). A resume whose config differs from the run's is refused (exit 2) with the
+differences; --accept_config_changes takes a changed total_steps, lr, wd, grad_clip_norm or
+schedule and records it in WORKDIR/config_changes.jsonl. See docs/faults.md.
 """
 
 if __name__ == "__main__":

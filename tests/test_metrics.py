@@ -135,7 +135,8 @@ def test_resume_from_step_0_hides_the_old_events_from_step_1(tmp_path):
   writer.write(1, {"train/loss": 2.0})
   writer.close()
   events = _events(tmp_path)
-  purge = events.index((1, "purge", None))  # TensorBoard shows step 1 once: the new one.
+  # TensorBoard shows step 1 once, the new one: the last start hides what came before.
+  purge = max(i for i, e in enumerate(events) if e == (1, "purge", None))
   assert [e for e in events[purge:] if e[1] == "train/loss"] == [(1, "train/loss", 2.0)]
   assert [r["train/loss"] for r in metrics.read(str(tmp_path))] == [2.0]
 

@@ -3,7 +3,9 @@
 import builtins
 import json
 import os
+import pickle
 import re
+import zipfile
 
 import jax
 import ml_dtypes
@@ -482,10 +484,8 @@ def test_damaged_weight_files_are_clear_errors_and_never_unpickled(tmp_path):
   save_file({"x": np.ones((64, 64), np.float32)}, str(tmp_path / "good.safetensors"))
   npz, st = (tmp_path / "good.npz").read_bytes(), (tmp_path / "good.safetensors").read_bytes()
   marker = tmp_path / "unpickled"
-  import pickle  # pylint: disable=import-outside-toplevel
   np.save(tmp_path / "obj.npy", np.array([_Exploit(str(marker))], dtype=object),
           allow_pickle=True)
-  import zipfile  # pylint: disable=import-outside-toplevel
   with zipfile.ZipFile(tmp_path / "object.npz", "w") as z:
     z.write(tmp_path / "obj.npy", "w.npy")
   cases = {
@@ -493,7 +493,8 @@ def test_damaged_weight_files_are_clear_errors_and_never_unpickled(tmp_path):
                      r"with b'.*', not a zip's"),
       "pickle.npz": (pickle.dumps(_Exploit(str(marker))), r"not a readable \.npz"),
       "empty.npz": (b"", r"not a readable \.npz .*it is empty"),
-      "cut.npz": (npz[:len(npz) // 2], r"zip directory \(at the end\) is missing: it was cut short"),
+      "cut.npz": (npz[:len(npz) // 2], r"zip directory \(at the end\) is missing: it was cut "
+                  "short"),
       "cut.safetensors": (st[:len(st) // 2], r"not a readable \.safetensors \(SafetensorError: "),
       "random.safetensors": (np.random.RandomState(1).bytes(500), r"not a readable \.safetensors"),
       "empty.safetensors": (b"", r"not a readable \.safetensors"),

@@ -41,9 +41,9 @@ from big_vision_lite.config import ConfigError
 
 __all__ = ["Sweep", "Product", "product", "Named", "named", "Run", "load", "expand", "axes_of",
            "render", "short_names", "config_arg", "trainer_command", "Status", "run_status",
-           "attempts", "last_step", "record_attempt", "begin_attempt", "recover_attempt", "describe_exit",
-           "config_differences",
-           "write_manifest", "read_manifest", "MANIFEST", "LOG", "SweepError"]
+           "attempts", "last_step", "record_attempt", "begin_attempt",
+           "recover_attempt", "describe_exit", "config_differences",
+           "write_manifest", "read_manifest", "MANIFEST", "LOG", "RUNNING", "SweepError"]
 
 MANIFEST = "sweep.json"
 DONE = "done.json"
