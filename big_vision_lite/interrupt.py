@@ -102,10 +102,6 @@ class StopRequest(SignalScope):
       self._wakeup = None
     super().__exit__(*exc)
 
-  def signals(self) -> tuple[int, ...]:
-    # Multi-process, once joined: JAX's preemption service owns SIGTERM.
-    return (signal.SIGINT,) if self.multiprocess else (signal.SIGINT, signal.SIGTERM)
-
   @contextlib.contextmanager
   def critical(self):
     """A block (writing a file, taking the workdir lock) that a start-up stop waits for."""
@@ -113,8 +109,9 @@ class StopRequest(SignalScope):
       yield
 
   def joined(self, process_count: int) -> None:
-    """The multi-process job is joined: from now on JAX's preemption service owns SIGTERM, and
-    a stop waits for the first training step, where every process stops together."""
+    """The multi-process job is joined: from now on JAX's preemption service owns SIGTERM (its
+    handler replaced this one when the job was joined), and a stop waits for the first training
+    step, where every process stops together."""
     if process_count > 1:
       with self._critical:
         self.multiprocess, self._startup = True, False
