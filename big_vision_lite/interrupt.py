@@ -77,7 +77,6 @@ class StopRequest(SignalScope):
     self._watcher: threading.Thread | None = None
 
   def __enter__(self):
-    super().__enter__()
     if threading.current_thread() is threading.main_thread():
       # The C-level handler writes each signal's number to this pipe at once, even while the
       # main thread runs a long C call (XLA compiling) and cannot run the Python handler.
@@ -88,7 +87,7 @@ class StopRequest(SignalScope):
       self._watcher = threading.Thread(target=self._watch, args=(read,), daemon=True,
                                        name="stop-watcher")
       self._watcher.start()
-    return self
+    return super().__enter__()  # The handlers last: each signal they see wakes the watcher.
 
   def __exit__(self, *exc) -> None:
     with self._critical:
