@@ -2,8 +2,9 @@
 
 DIRECTORY/<step>/ holds `state/` (Orbax PyTree: parameters, optimiser state, step), `data/` (the
 input iterator's state, JSON) and `fingerprints/` (JSON: a 32-bit fingerprint of every state
-leaf, taken on device when saving). The array format checksums only its indices, so bytes
-changed on disk can decode to wrong numbers without an error; the fingerprints catch that.
+leaf, taken on device when saving, and a CRC-32 of the data state). The array format checksums
+only its indices, so bytes changed on disk (or an edited data state) can decode to wrong
+numbers without an error; the fingerprints catch that.
 
 Saving is asynchronous and atomic: the arrays are copied to host memory, then written in the
 background into DIRECTORY/<step>.orbax-checkpoint-tmp, which is renamed to DIRECTORY/<step>
@@ -21,12 +22,14 @@ model's are a config problem: CheckpointMismatch at once, no fallback.
 """
 
 import glob
+import json
 import logging
 import os
 import re
 import shutil
 import sys
 import threading
+import zlib
 from typing import Any, Callable
 
 import jax
@@ -101,7 +104,7 @@ class Checkpointer:
       self._writer = ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler(
           state=ocp.PyTreeCheckpointHandler(), data=ocp.JsonCheckpointHandler(),
           fingerprints=ocp.JsonCheckpointHandler()))
-    prints = fingerprints(state)
+    prints = {**fingerprints(state), _DATA_PRINT: _data_fingerprint(data_state)}
     try:
       self._writer.save(epath.Path(self.directory) / str(step), args=ocp.args.Composite(
           state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_state),
@@ -167,9 +170,8 @@ class Checkpointer:
             if good else "there is no earlier checkpoint")
     return CheckpointWriteError(
         f"checkpoint of step {step} could not be written to {self.directory}/{step}: "
-        f"{_os_error(e)}; {_format_bytes(_free_bytes(self.directory))} free on that "
-        f"filesystem.\n{kept[0].upper() + kept[1:]}: make room, then run the same command to "
-        "resume.")
+        f"{write_failure(e, self.directory)}.\n{kept[0].upper() + kept[1:]}: make room, then "
+        "run the same command to resume.")
 
   def restore(self, abstract_state) -> tuple[Any, dict[str, Any], int] | None:
     """(state, data_state, step) from the newest checkpoint that restores, onto the shardings
@@ -206,10 +208,12 @@ def check_shapes(stored, abstract, where: str) -> None:
         "Use the config the checkpoint was trained with, or a fresh --workdir.")
 
 
-def restore_params(directory: str, step: int | None = None, sharding=None):
-  """Only the parameters of checkpoint `step` (default: the newest that restores; nothing is
-  moved), whatever device topology wrote it: as host numpy arrays, or as jax.Arrays with
-  `sharding` (one sharding for every leaf)."""
+def restore_params(directory: str, step: int | None = None, sharding=None,
+                   with_step: bool = False):
+  """Only the parameters of checkpoint `step` (default: the newest that restores, skipping
+  damaged ones with a warning as the trainer does; nothing is moved), whatever device topology
+  wrote it: as host numpy arrays, or as jax.Arrays with `sharding` (one sharding for every
+  leaf). `with_step`: (parameters, the step restored)."""
   directory = os.path.abspath(directory)
   steps = _committed_steps(directory)
   if not steps:
@@ -228,11 +232,12 @@ def restore_params(directory: str, step: int | None = None, sharding=None):
     return _read(path, target, with_data=False)
 
   if step is not None:
-    (state, _), _ = _newest_that_restores(directory, [step], attempt, move_aside=False,
-                                          asked_for=step)
+    (state, _), step = _newest_that_restores(directory, [step], attempt, move_aside=False,
+                                             asked_for=step)
   else:
-    (state, _), _ = _newest_that_restores(directory, steps, attempt, move_aside=False)
-  return state["params"] if sharding is not None else jax.device_get(state["params"])
+    (state, _), step = _newest_that_restores(directory, steps, attempt, move_aside=False)
+  params = state["params"] if sharding is not None else jax.device_get(state["params"])
+  return (params, step) if with_step else params
 
 
 # --- Reading one checkpoint, and falling back past damaged ones.
@@ -300,7 +305,7 @@ def _newest_that_restores(directory: str, steps: list[int], attempt: Callable,
           f"checkpoint {path} does not match the model built from this config (on another "
           "process). Use the config the checkpoint was trained with, or a fresh --workdir.")
     if worst == 0:
-      problem = _verify(result[0], stored_prints)  # Same outcome on every process.
+      problem = _verify(result[0], stored_prints, result[1])  # Same outcome everywhere.
       if problem is None:
         _report_skipped(directory, problems, step, move_aside)
         return result, step
@@ -404,9 +409,21 @@ def fingerprints(tree) -> dict[str, int]:
   return {name: int(v) for (name, _), v in zip(named, values)}
 
 
-def _verify(tree, stored: dict[str, int]) -> str | None:
-  """None if every leaf of `tree` matches its stored fingerprint, else what differs."""
+# The fingerprint of the data state ('data/metadata': the input's position) among the leaves'.
+_DATA_PRINT = "#data"
+
+
+def _data_fingerprint(data_state) -> int:
+  return zlib.crc32(json.dumps(data_state, sort_keys=True).encode())
+
+
+def _verify(tree, stored: dict[str, int], data_state=None) -> str | None:
+  """None if every leaf of `tree` (and `data_state`, when given and the checkpoint has its
+  fingerprint) matches its stored fingerprint, else what differs."""
   bad = [name for name, value in fingerprints(tree).items() if stored.get(name) != value]
+  if (data_state is not None and _DATA_PRINT in stored
+      and stored[_DATA_PRINT] != _data_fingerprint(data_state)):
+    bad.insert(0, "data/metadata (the input's position)")
   if not bad:
     return None
   more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
@@ -498,6 +515,12 @@ def _quiet_orbax_leftovers() -> None:
       logger.addFilter(_NoOrbaxLeftovers())
   if not getattr(sys.unraisablehook, "bvl_filter", False):
     sys.unraisablehook = _unraisable_filter(sys.unraisablehook)
+
+
+def write_failure(e: BaseException, directory: str) -> str:
+  """Why a write under `directory` failed, with the free space: 'No space left on device
+  (errno 28); 444.0 KiB free on that filesystem'."""
+  return f"{_os_error(e)}; {_format_bytes(_free_bytes(directory))} free on that filesystem"
 
 
 def _os_error(e: BaseException) -> str:

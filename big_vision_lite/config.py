@@ -17,19 +17,24 @@ from big_vision_lite import files, schema
 from big_vision_lite.errors import ConfigError
 
 __all__ = ["ConfigError", "load", "parse_arg", "override", "parse_overrides", "resolve",
-           "from_args", "resolve_steps", "durations", "validate", "from_json", "to_json"]
+           "from_args", "resolve_steps", "durations", "validate", "from_json", "to_json",
+           "flatten", "differences"]
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
   """The config as its file builds it: `path/to/config.py[:arg]` (calls `get_config(arg)`) or a
-  run's `config.json`. Not yet checked: see `resolve`."""
+  run's `config.json`. Not yet checked: see `resolve`. A file that takes no argument declares
+  `get_config()` without parameters, and an argument given to it is an error; a file that
+  fails to load is a ConfigError naming its line."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise ConfigError(f"config file {path!r} not found (pass e.g. --config configs/siglip_shapes.py)")
   if path.endswith(".json"):
     with open(path) as f:
       return ml_collections.ConfigDict(json.load(f))
-  return files.call_python_file(path, "get_config", arg, ConfigError)
+  hint = (f"; set keys with --config.KEY=VALUE instead, e.g. --config.{arg.split(',')[0]}"
+          if arg else "")
+  return files.call_python_file(path, "get_config", arg, ConfigError, hint)
 
 
 def parse_arg(arg: str | None, known: set[str], config: str) -> dict[str, str]:
@@ -191,3 +196,25 @@ def from_json(path: str) -> ml_collections.ConfigDict:
 def to_json(cfg: ml_collections.ConfigDict) -> str:
   """The resolved config as indented JSON."""
   return json.dumps(_plain(cfg), indent=2, sort_keys=True, default=str)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  if isinstance(d, dict) and d:
+    out = {}
+    for k, v in d.items():
+      out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+    return out
+  return {prefix: d}
+
+
+UNSET = "<unset>"  # How `differences` shows a key that one side lacks.
+
+
+def differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+  """{dotted key: (old value, new value)} for every key whose value differs between two
+  configs as `to_json` writes them (plain dicts); a key only one has shows UNSET on the other."""
+  old_flat, new_flat = flatten(old), flatten(new)
+  return {k: (old_flat.get(k, UNSET), new_flat.get(k, UNSET))
+          for k in sorted(set(old_flat) | set(new_flat))
+          if old_flat.get(k, UNSET) != new_flat.get(k, UNSET)}

@@ -48,15 +48,14 @@ def _params(args, config, model, mesh):
   """(label, parameters, where they come from): the run's checkpoint (newest or --step), else
   config.model_init."""
   params_dir = os.path.join(args.workdir, "checkpoints") if args.workdir else None
-  step = args.step
-  if step is None and params_dir and os.path.isdir(params_dir):
-    ckpt = ckpt_lib.Checkpointer(params_dir)
-    step = ckpt.latest_step()
-    ckpt.close()
+  if args.step is not None and not params_dir:
+    raise config_lib.ConfigError("--step picks a checkpoint of a run: pass its --workdir too")
   replicated = sharding_lib.replicated(mesh)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *model.example_inputs()))
-  if step is not None:
-    params = ckpt_lib.restore_params(params_dir, step, replicated)
+  if args.step is not None or (params_dir and ckpt_lib.Checkpointer(params_dir).all_steps()):
+    # Without --step: the newest checkpoint that restores (a damaged one is skipped with a
+    # warning, as the trainer does).
+    params, step = ckpt_lib.restore_params(params_dir, args.step, replicated, with_step=True)
     ckpt_lib.check_shapes({"params": params}, abstract, f"{params_dir}/{step}")
     return str(step), params, f"{params_dir}/{step}"
   if config.model_init:

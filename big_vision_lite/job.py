@@ -6,6 +6,9 @@ image size (`config.model.image.image_size`) or the evaluator defaults lives in 
 """
 
 import argparse
+import datetime
+import json
+import os
 from typing import Any, Callable
 
 import jax
@@ -148,6 +151,80 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,
                   tokenizer=tokenizer_spec(config))
   return evaluators.make_evaluators(evals, embedder, defaults)
+
+
+# --- Resuming with a changed config.
+
+CONFIG_CHANGES = "config_changes.jsonl"  # In the workdir: each change a resume accepted.
+# Keys that change how a run is watched, not what it trains: a resume takes them (recorded).
+_WATCHING = ("log_training_steps", "ckpt_steps", "keep_ckpts", "eval_steps", "eval_batch_size",
+             "evals.", "input.num_workers", "max_nonfinite_steps")
+# Keys whose change mid-run is meaningful (a longer run, another learning rate or schedule): a
+# resume takes them with --accept_config_changes (recorded). Any other key (model shapes, loss,
+# batch, data, optimiser, seeds) cannot change mid-run.
+_MID_RUN = ("total_steps", "total_examples", "total_epochs", "lr", "wd", "grad_clip_norm",
+            "schedule.", "wd_mults")
+
+
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+  return any(key == p.rstrip(".") or (p.endswith(".") and key.startswith(p)) for p in patterns)
+
+
+def _show(value: Any) -> str:
+  text = json.dumps(value) if not isinstance(value, str) else value
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
+def resume_changes(workdir: str, config: ml_collections.ConfigDict, accept: bool,
+                   checkpoint_step: int | None, total_steps: int) -> dict[str, tuple[Any, Any]]:
+  """{key: (old, new)}: how `config` differs from the config.json of the run in `workdir`, when
+  it has a checkpoint (`checkpoint_step`) to resume. Keys that only change how the run is
+  watched (logging, checkpoint and evaluation intervals) are taken; meaningful mid-run changes
+  (total_steps, lr, wd, grad_clip_norm, schedule) only with `accept` (--accept_config_changes);
+  any other change is a ConfigError listing every difference. Nothing is written here: see
+  `record_changes`."""
+  path = os.path.join(workdir, "config.json")
+  if checkpoint_step is None or not os.path.exists(path):
+    return {}
+  try:
+    old = json.loads(config_lib.to_json(config_lib.from_json(path)))
+  except (ValueError, errors.Error) as e:
+    print0(f"warning: cannot compare the config with {path} ({e}); resuming without checking")
+    return {}
+  changes = config_lib.differences(old, json.loads(config_lib.to_json(config)))
+  never = [k for k in changes if not _matches(k, _WATCHING + _MID_RUN)]
+  asked = [k for k in changes if _matches(k, _MID_RUN)]
+  lines = lambda keys: "\n".join(f"  {k}: {_show(changes[k][0])} -> {_show(changes[k][1])}"
+                                  for k in keys)
+  if never:
+    raise config_lib.ConfigError(
+        f"{workdir} holds a run (checkpoint at step {checkpoint_step}) trained with another "
+        f"config; these keys cannot change mid-run:\n{lines(never)}\nRun the same config to "
+        f"resume it (its config is {path}), or use a fresh --workdir for the new one.")
+  if asked and not accept:
+    raise config_lib.ConfigError(
+        f"{workdir} holds a run (checkpoint at step {checkpoint_step}) trained with another "
+        f"config:\n{lines(asked)}\nTo go on with the change, add --accept_config_changes (it "
+        f"is recorded with its step in {os.path.join(workdir, CONFIG_CHANGES)}); to resume as "
+        "before, drop the change.")
+  if total_steps < checkpoint_step:
+    raise config_lib.ConfigError(
+        f"the run in {workdir} is at step {checkpoint_step}, past the new total of "
+        f"{total_steps} steps: set total_steps to {checkpoint_step} or more")
+  return changes
+
+
+def record_changes(workdir: str, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
+  """Appends the config changes a resume from `step` took to DIR/config_changes.jsonl and
+  prints them (process 0)."""
+  if not changes or jax.process_index() != 0:
+    return
+  row = {"step": step, "time": datetime.datetime.now().isoformat(timespec="seconds"),
+         "changes": {k: {"old": old, "new": new} for k, (old, new) in changes.items()}}
+  with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
+    f.write(json.dumps(row) + "\n")
+  shown = ", ".join(f"{k} {_show(old)} -> {_show(new)}" for k, (old, new) in changes.items())
+  print0(f"config changed at step {step}: {shown} (recorded in {workdir}/{CONFIG_CHANGES})")
 
 
 def print0(*args) -> None:

@@ -6,6 +6,7 @@ metrics.jsonl is strict JSON, one object per line: a NaN or infinite value is wr
 (TensorBoard keeps the float), and `read` gives it back as NaN.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -53,8 +54,15 @@ def _parse_rows(path: str) -> list[dict[str, Any]]:
   return rows
 
 
+class MetricsWriteError(errors.Error):
+  """metrics.jsonl or the TensorBoard events could not be written (e.g. the disk is full)."""
+
+  exit_code = 4  # As a checkpoint that could not be written.
+
+
 class Writer:
-  """Appends `{'step': s, **metrics}` lines to DIR/metrics.jsonl and to TensorBoard."""
+  """Appends `{'step': s, **metrics}` lines to DIR/metrics.jsonl and to TensorBoard. A failed
+  write (a full disk) is a MetricsWriteError."""
 
   def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
@@ -62,34 +70,50 @@ class Writer:
     self.tb = None
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(self.path):
-      kept = [row for row in _parse_rows(self.path) if row["step"] <= resume_step]
-      with open(self.path + ".tmp", "w") as f:
-        f.writelines(_json_line(row) for row in kept)
-      os.replace(self.path + ".tmp", self.path)
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      # A non-finite value is logged as such (and reported by the trainer); tensorboardX would
-      # also warn once per value.
-      logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
-      self.tb = SummaryWriter(workdir, purge_step=resume_step + 1 if resume_step else None)
+    self.workdir = workdir
+    with self._reporting(f"resuming from step {resume_step}"):
+      os.makedirs(workdir, exist_ok=True)
+      if os.path.exists(self.path):
+        kept = [row for row in _parse_rows(self.path) if row["step"] <= resume_step]
+        with open(self.path + ".tmp", "w") as f:
+          f.writelines(_json_line(row) for row in kept)
+        os.replace(self.path + ".tmp", self.path)
+      if tensorboard:
+        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+        # A non-finite value is logged as such (and reported by the trainer); tensorboardX
+        # would also warn once per value.
+        logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
+        # Events after the resumed step (step 1 too, when resuming from step 0) are hidden.
+        self.tb = SummaryWriter(workdir, purge_step=resume_step + 1)
+
+  @contextlib.contextmanager
+  def _reporting(self, what: str):
+    try:
+      yield
+    except OSError as e:
+      from big_vision_lite import checkpoint  # pylint: disable=import-outside-toplevel
+      raise MetricsWriteError(
+          f"metrics could not be written to {self.workdir} ({what}): "
+          f"{checkpoint.write_failure(e, self.workdir)}.\nThe checkpoints already saved are "
+          "intact: make room, then run the same command to resume.") from None
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
       return
     row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(_json_line(row))
-    if self.tb is not None:
-      for k, v in row.items():
-        if k != "step" and isinstance(v, (int, float)):
-          self.tb.add_scalar(k, v, step)
-      self.tb.flush()
+    with self._reporting(f"step {step}"):
+      with open(self.path, "a") as f:
+        f.write(_json_line(row))
+      if self.tb is not None:
+        for k, v in row.items():
+          if k != "step" and isinstance(v, (int, float)):
+            self.tb.add_scalar(k, v, step)
+        self.tb.flush()
 
   def close(self) -> None:
     if self.tb is not None:
-      self.tb.close()
+      with self._reporting("closing"):
+        self.tb.close()
 
 
 def read(workdir: str) -> list[dict[str, Any]]:

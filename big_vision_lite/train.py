@@ -9,11 +9,21 @@ pod slice (JAX detects the cluster). See launch/.
 
 Exit codes: 0 finished; 2 a problem with the config, data, checkpoint or workdir (the message
 says which and how to fix it); 3 stopped after `max_nonfinite_steps` consecutive non-finite
-steps; 4 a checkpoint could not be written; 75 stopped by SIGTERM or SIGINT after saving a
-checkpoint (run the same command to resume).
+steps; 4 a checkpoint (or metrics.jsonl) could not be written; 75 stopped by SIGTERM or
+SIGINT: after saving a checkpoint, or during start-up, before any update step (run the same
+command to resume). A resume whose config differs from the run's is refused (exit 2) with the
+differences; --accept_config_changes takes a changed total_steps, lr, wd, grad_clip_norm or
+schedule and records it in WORKDIR/config_changes.jsonl. See docs/faults.md.
 """
 
+if __name__ == "__main__":
+  # Run as a program: a SIGTERM or SIGINT while the libraries below load (seconds) is a clean
+  # stop too (interrupt.py imports nothing heavy).
+  from big_vision_lite import interrupt as _interrupt
+  _STOP = _interrupt.StopRequest().__enter__()
+
 import contextlib
+import functools
 import os
 import sys
 from typing import Any
@@ -263,25 +273,48 @@ def _nonfinite_report(step: int, streak: int, measured, last_saved: int | None, 
           "grad_clip_norm, or the data), then resume with the same command.")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-  """Trains (or resumes) and returns the final evaluation metrics."""
-  parser = job.argument_parser(__doc__)
-  args, config = job.parse(parser, sys.argv[1:] if argv is None else argv)
-  mesh = job.start(args, config)
-  total_steps, warmup_steps, warnings = config_lib.durations(config)
-  workdir = os.path.abspath(args.workdir)
-  with lock.hold(workdir):  # One trainer per workdir (a second one is refused at start).
-    return _train(config, mesh, workdir, total_steps, warmup_steps, warnings)
+def main(argv: list[str] | None = None,
+         stop: interrupt.StopRequest | None = None) -> dict[str, Any]:
+  """Trains (or resumes) and returns the final evaluation metrics. `stop`: signal handling
+  installed earlier (by the program, before its imports); else installed here."""
+  with contextlib.ExitStack() as stack:
+    if stop is None:
+      stop = stack.enter_context(interrupt.StopRequest())
+    stop.phase = "reading the config"
+    parser = job.argument_parser(__doc__)
+    parser.add_argument("--accept_config_changes", action="store_true",
+                        help="resume a run with a changed total_steps, lr, wd, grad_clip_norm "
+                        "or schedule\n(each change is recorded with its step in "
+                        f"WORKDIR/{job.CONFIG_CHANGES})")
+    args, config = job.parse(parser, sys.argv[1:] if argv is None else argv)
+    stop.phase = "joining the job"
+    mesh = job.start(args, config)
+    stop.joined(jax.process_count())
+    total_steps, warmup_steps, warnings = config_lib.durations(config)
+    workdir = os.path.abspath(args.workdir)
+    with stop.critical():  # One trainer per workdir (a second one is refused at start).
+      held = stack.enter_context(lock.hold(workdir))
+      stop.on_stop.append(held.release)
+    return _train(config, mesh, workdir, total_steps, warmup_steps, warnings, stop,
+                  args.accept_config_changes)
 
 
 def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: int,
-           warmup_steps: int, warnings: list[str]) -> dict[str, Any]:
+           warmup_steps: int, warnings: list[str], stop: interrupt.StopRequest,
+           accept_changes: bool) -> dict[str, Any]:
   for warning in warnings:
     job.print0(f"warning: {warning}")
   job.print0(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
              f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
+  newest = ckpt.latest_step()
+  stop.where = (f" (the newest checkpoint is {ckpt.directory}/{newest})" if newest is not None
+                else "")
+  # A resume with a changed config is refused before anything is built or written.
+  changes = job.resume_changes(workdir, config, accept_changes, newest, total_steps)
 
   # --- Input.
+  stop.phase = "setting up the input"
   job.check_vocab(config)
   train_iter = loader.make_input(config.input, config.batch_size,
                                  image_size=config.model.image.image_size,
@@ -290,13 +323,18 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
 
   # --- Model, optimiser, sharded state.
   model, abstract_state, init_fn, update, mask = build(config, mesh, total_steps, warmup_steps)
+  # The evaluators are built (their datasets checked) before compiling and before anything is
+  # written: a typo in config.evals costs seconds and leaves the workdir as it was.
+  stop.phase = "building the evaluators"
+  evals = job.build_evaluators(config, model, mesh)
+  stop.phase = "compiling the update step"
   update, flops_per_step = compile_update(config, mesh, update, abstract_state)
   memory_mib = metrics.compiled_memory(update) / 2**20
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
   # --- Restore the newest checkpoint, or initialise.
   # A damaged checkpoint is skipped (with a warning) for the newest one that restores.
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
+  stop.phase = "restoring the checkpoint" if newest is not None else "initialising"
   restored = ckpt.restore(abstract_state)
   if restored is not None:
     state, data_state, step = restored
@@ -305,10 +343,14 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   else:
     state, step = init_fn(jax.random.key(config.seed)), 0
     if config.model_init:
+      stop.phase = "loading config.model_init"
       state = {**state, "params": job.load_model_init(
           config, state["params"], mesh, sharding_lib.shardings_of(state["params"]))}
-  if jax.process_index() == 0:  # Written once the checkpoint (if any) fits this config.
-    files.write_atomic(os.path.join(workdir, "config.json"), config_lib.to_json(config))
+  stop.phase = "writing config.json and opening the metrics"
+  with stop.critical():
+    job.record_changes(workdir, step, changes)
+    if jax.process_index() == 0:  # Written once the checkpoint (if any) fits this config.
+      files.write_atomic(os.path.join(workdir, "config.json"), config_lib.to_json(config))
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
   trainable = sum(x.size for x in jax.tree.leaves(pytree.partition(abstract_state["params"],
                                                                    mask)[0]))
@@ -316,9 +358,6 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   job.print0(f"model: {num_params / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable "
              f"({trainable / num_params:.1%}); {objective}; {total_steps} steps of batch "
              f"{config.batch_size}; update step {memory_mib:.1f} MiB per device")
-
-  # --- Evaluators.
-  evals = job.build_evaluators(config, model, mesh)
 
   def run_evals(step: int, final: bool) -> dict[str, float]:
     results = {}
@@ -328,14 +367,17 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
     return results
 
   # --- Training loop.
-  writer = metrics.Writer(workdir, resume_step=step)
+  with stop.critical():
+    writer = metrics.Writer(workdir, resume_step=step)
+  stop.phase = "starting the first step"
   clock = metrics.Throughput(config.batch_size, step, total_steps)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   # Non-finite steps are counted on the device; the host looks at the count every few steps.
   check_every = min(config.log_training_steps, config.max_nonfinite_steps)
   last_saved = ckpt.latest_step()
   results: dict[str, float] = {}
-  with interrupt.StopRequest() as stop, _closing(train_iter, writer, ckpt):
+  stop.training()
+  with _closing(train_iter, writer, ckpt):
     while step < total_steps:
       batch = loader.to_global(next(train_iter), batch_sharding)
       state, measured = update(state, batch)
@@ -417,4 +459,4 @@ def _closing(train_iter, writer, ckpt):
 
 
 if __name__ == "__main__":
-  errors.run(main)
+  errors.run(functools.partial(main, stop=_STOP))

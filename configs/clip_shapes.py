@@ -10,7 +10,7 @@ import ml_collections
 from big_vision_lite import config as config_lib
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def get_config() -> ml_collections.ConfigDict:
   c = config_lib.load(os.path.join(os.path.dirname(__file__), "siglip_shapes.py"))
   c.loss = "softmax"              # symmetric cross-entropy over the global batch
   c.model.bias_init = None        # softmax is invariant to a shared bias: no `b` parameter

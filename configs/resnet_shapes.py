@@ -11,7 +11,7 @@ import ml_collections
 from big_vision_lite import config as config_lib
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def get_config() -> ml_collections.ConfigDict:
   c = config_lib.load(os.path.join(os.path.dirname(__file__), "clip_shapes.py"))
   c.model.image = dict(
       type="resnet",          # CLIP's modified ResNet (models/resnet.py) instead of the ViT

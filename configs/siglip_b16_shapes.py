@@ -13,7 +13,7 @@ import ml_collections
 from big_vision_lite import config as config_lib
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def get_config() -> ml_collections.ConfigDict:
   c = config_lib.load(os.path.join(os.path.dirname(__file__), "siglip_shapes.py"))
   c.batch_size = 512
   c.total_steps = 10_000
@@ -36,5 +36,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.input = dict(data=dict(name="shapes", seed=0), tokenizer=None)
   for evaluation in c.evals.values():  # Drawn at the model's resolution (the default).
     evaluation.num_examples = 1024
-  del arg
   return c

@@ -9,8 +9,7 @@ big_vision_lite/schema.py, where each key's default, type and allowed values are
 import ml_collections
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
+def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                      # parameter init (data has its own seed in input.data.seed)
   c.batch_size = 128              # global batch, split over all devices of all processes

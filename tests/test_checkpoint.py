@@ -371,3 +371,17 @@ def test_a_checkpoint_one_process_cannot_read_is_abandoned_by_all(tmp_path):
   assert f"{directory}/2 is unreadable (on process 1: state: OUT_OF_RANGE: " in warning[0]
   assert not any(line.startswith("warning:") for line in outs[1].splitlines())
   assert os.listdir(directory) == ["1"] and os.listdir(f"{directory}.corrupt") == ["2"]
+
+
+def test_an_edited_data_position_is_caught_by_its_fingerprint(tmp_path, capsys):
+  directory = str(tmp_path / "checkpoints")
+  _saved(directory, [3, 6])
+  # Checkpoint 6 given the data position of step 3: it decodes, but would resume elsewhere.
+  shutil.copy(os.path.join(directory, "3", "data", "metadata"),
+              os.path.join(directory, "6", "data", "metadata"))
+  state, data, step = ckpt_lib.Checkpointer(directory).restore(_abstract(_state(6)))
+  assert (step, data) == (3, {"position": 3})
+  out = capsys.readouterr().out
+  assert ("checkpoint " + os.path.join(directory, "6") + " is unreadable (data/metadata (the "
+          "input's position): data differs from what was saved (fingerprint mismatch))") in out
+  _assert_equal(state, _state(3))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from big_vision_lite import checkpoint as ckpt_lib
-from big_vision_lite import errors, lock, metrics, train
+from big_vision_lite import errors, evaluate, lock, metrics, train
 from tests.conftest import process_env
 from tests.test_train import CONFIG, ROOT, TINY
 
@@ -42,7 +42,8 @@ def test_nonfinite_steps_are_never_applied_nor_saved(tmp_path):
                    "--config.keep_ckpts=1"))
   with pytest.raises(train.NonFiniteLoss) as e:
     train.main(_args(tmp_path, "--config.total_steps=40", "--config.ckpt_steps=5",
-                     "--config.keep_ckpts=1", "--config.lr=1e9", "--config.max_nonfinite_steps=4"))
+                     "--config.keep_ckpts=1", "--config.lr=1e9", "--config.max_nonfinite_steps=4",
+                     "--accept_config_changes"))
   message = str(e.value)
   assert e.value.exit_code == 3
   assert "consecutive update steps" in message and "were not applied" in message
@@ -117,7 +118,8 @@ def test_sigterm_saves_and_exits_75_and_a_second_trainer_is_refused(tmp_path):
   assert not os.path.exists(tmp_path / "lock")  # Released on the way out.
   # The same command resumes from there (a short run to the end).
   resumed = subprocess.run([sys.executable, "-m", "big_vision_lite.train"] +
-                           _args(tmp_path, f"--config.total_steps={step + 2}"),
+                           _args(tmp_path, f"--config.total_steps={step + 2}",
+                                 "--accept_config_changes"),
                            env=ENV, capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0 and f"resumed from {tmp_path}/checkpoints/{step}" in resumed.stdout
 
@@ -146,7 +148,13 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_one_warning(tmp_path, capsy
   newest = tmp_path / "checkpoints" / "6"
   os.remove(newest / "state" / "_METADATA")
   capsys.readouterr()
-  train.main(_args(tmp_path, "--config.total_steps=8", "--config.ckpt_steps=3"))
+  # Standalone evaluation falls back past it as the trainer does (nothing is moved).
+  evaluate.main(["--workdir", str(tmp_path)])
+  assert json.load(open(tmp_path / "eval" / "3.json"))["checkpoint"].endswith("checkpoints/3")
+  out = capsys.readouterr().out
+  assert f"warning: checkpoint {newest} is unreadable (state/_METADATA missing)" in out
+  train.main(_args(tmp_path, "--config.total_steps=8", "--config.ckpt_steps=3",
+                   "--accept_config_changes"))
   out = capsys.readouterr()
   warnings = [line for line in (out.out + out.err).splitlines() if "checkpoint" in line
               and "warning" in line]
@@ -178,3 +186,133 @@ def test_a_full_disk_stops_the_run_with_a_short_error(tmp_path):
   saved = [int(s) for s in out.stdout.split("EXIT=4")[1].split() if s.isdigit()]
   assert saved and saved == sorted(saved) and all(s % 2 == 0 for s in saved), out.stdout[-2000:]
   assert issubclass(ckpt_lib.CheckpointWriteError, errors.Error)
+
+
+def test_bad_inputs_are_clear_errors_before_anything_is_written(tmp_path):
+  from big_vision_lite import config as config_lib  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.data import ops, sources  # pylint: disable=import-outside-toplevel
+  raising, broken = tmp_path / "raising.py", tmp_path / "broken.py"
+  raising.write_text("def get_config():\n  c = {'lr': 1e-3}\n  return c['batch_size']\n")
+  broken.write_text("def get_config(:\n  return {}\n")
+  workdir = tmp_path / "w"
+  grain = "--config.input.pp=choice(inkey='captions',outkey='text')|tokenize|keep('image','labels')"
+  cases = [
+      (["--config", str(raising), "--workdir", str(workdir)], config_lib.ConfigError,
+       rf"{raising}:3: get_config raised KeyError: 'batch_size'"),
+      (["--config", str(broken), "--workdir", str(workdir)], config_lib.ConfigError,
+       rf"{broken}:1: .*syntax error"),
+      (["--config", CONFIG + ":foo=1", "--workdir", str(workdir)], config_lib.ConfigError,
+       r"siglip_shapes.py takes no argument, but got 'foo=1'.*--config.foo=1"),
+      (_args(workdir, "--config.input.pp=resiz(32)|tokenize"), ops.OpStringError,
+       r"unknown preprocessing op 'resiz' in 'resiz\(32\)' \(did you mean 'resize'\?\)"),
+      (_args(workdir, "--config.input.pp=resize(32, siz=2)"), ops.OpStringError,
+       r"bad arguments for preprocessing op 'resize\(32, siz=2\)'.*siz"),
+      (_args(workdir, "--config.input.pp=resize(32|tokenize"), ops.OpStringError, "unbalanced"),
+      (_args(workdir, grain, f"--config.input.data={{'name': 'tar', 'pattern': "
+                             f"'{tmp_path}/none-*.tar'}}"), sources.DataNotFound,
+       rf"no tar shards match '{tmp_path}/none-\*.tar'"),
+      (_args(workdir, "--config.evals={'z': {'type': 'zeroshot', 'dataset': 'shapes_shap'}}"),
+       config_lib.ConfigError, r"config.evals.z: unknown shapes dataset 'shapes_shap' \(did "
+                               r"you mean 'shapes_shape'\?\)"),
+  ]
+  for argv, error, message in cases:
+    with pytest.raises(error, match=message):
+      train.main(argv)
+    assert issubclass(error, errors.Error)  # `error: ...` and exit 2 from the command line.
+    assert not workdir.exists() or os.listdir(workdir) == [], (message, os.listdir(workdir))
+
+
+def test_a_data_position_from_another_kind_of_input_is_a_clear_error():
+  from big_vision_lite.data import loader, sources  # pylint: disable=import-outside-toplevel
+  shapes_input = loader.ShapesInput(global_batch=4, image_size=16, max_len=8,
+                                    process_index=0, process_count=1)
+  grain_input = loader.GrainInput(data={"name": "shapes", "image_size": 16},
+                                  pp="choice(inkey='captions',outkey='text')|keep('image','text')",
+                                  global_batch=4, process_index=0, process_count=1)
+  with pytest.raises(sources.DataError, match=r"saved by another kind of input than "
+                                              r"config.input now gives \(a grain pipeline"):
+    grain_input.set_state(shapes_input.get_state())
+  with pytest.raises(sources.DataError, match=r"\(the built-in shapes stream\)"):
+    shapes_input.set_state(grain_input.get_state())
+  shapes_input.close()
+  grain_input.close()
+
+
+def _catches(pid: int, sig: int) -> bool:
+  """Process `pid` has a handler installed for `sig` (/proc: SigCgt)."""
+  with open(f"/proc/{pid}/status") as f:
+    mask = next(line.split()[1] for line in f if line.startswith("SigCgt:"))
+  return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+def _signal_when(proc, ready, sig=signal.SIGTERM, timeout: float = 300):
+  """Sends `sig` once `ready(line)` holds for a line of stdout, or (`ready` None) once the
+  process handles `sig`; returns (stdout, stderr) after it exits."""
+  deadline, lines = time.time() + timeout, []
+  if ready is None:
+    while not _catches(proc.pid, sig) and time.time() < deadline:
+      time.sleep(0.005)
+  else:
+    for line in proc.stdout:
+      lines.append(line)
+      if ready(line):
+        break
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=timeout)
+  return "".join(lines) + out, err
+
+
+def test_a_signal_during_start_up_stops_cleanly_with_75(tmp_path):
+  # While the libraries load (the handler is in place within milliseconds of the start),
+  # then while the input is being set up: nothing new to save, nothing written, no lock left.
+  for moment, ready, phase in (("loading", None, "loading the libraries"),
+                               ("input", lambda line: line.startswith("devices:"),
+                                "setting up the input")):
+    workdir = tmp_path / moment
+    proc = _start(workdir, "--config.total_steps=5000")
+    _, err = _signal_when(proc, ready)
+    assert proc.returncode == 75, err[-2000:]
+    assert err.splitlines()[-1] == (f"stopped: SIGTERM during start-up ({phase}); no update step "
+                                    "had run, so there was nothing new to save. Run the same "
+                                    "command to resume."), err[-2000:]
+    assert not workdir.exists() or os.listdir(workdir) == []
+
+
+_WITH_WORKERS = """
+import os, sys, time
+from big_vision_lite.data import loader
+if __name__ == "__main__":
+  it = loader.GrainInput(data={"name": "shapes", "image_size": 16}, global_batch=4, num_workers=1,
+                         pp="choice(inkey='captions',outkey='text')|keep('image','text')",
+                         process_index=0, process_count=1)
+  next(it)
+  print("ready", flush=True)
+  time.sleep(600)
+"""
+
+
+def _children(pid: int) -> list[int]:
+  out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+  return [int(p) for p, pp in (line.split() for line in out.splitlines()) if int(pp) == pid]
+
+
+def test_input_workers_end_with_their_process_after_kill_9(tmp_path):
+  script = tmp_path / "with_workers.py"
+  script.write_text(_WITH_WORKERS)
+  proc = subprocess.Popen([sys.executable, str(script)], env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+  assert proc.stdout.readline().strip() == "ready"
+  children = _children(proc.pid)  # The grain worker and multiprocessing's resource tracker.
+  assert len(children) == 2, children
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  deadline = time.time() + 30
+  alive = children
+  while alive and time.time() < deadline:
+    time.sleep(0.1)
+    alive = [c for c in children if os.path.exists(f"/proc/{c}") and
+             open(f"/proc/{c}/stat").read().split(") ")[1][0] != "Z"]
+  proc.stdout.close()
+  for pid in alive:  # Not to leave them behind on this machine either.
+    os.kill(pid, signal.SIGKILL)
+  assert not alive, f"left behind after kill -9: {alive}"

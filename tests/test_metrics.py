@@ -125,3 +125,31 @@ def test_utilisation():
 
 def test_format_duration():
   assert [metrics.format_duration(s) for s in (4.4, 75, 3600 * 2 + 61)] == ["4s", "1m15s", "2h01m"]
+
+
+def test_resume_from_step_0_hides_the_old_events_from_step_1(tmp_path):
+  writer = metrics.Writer(str(tmp_path))
+  writer.write(1, {"train/loss": 1.0})
+  writer.close()
+  writer = metrics.Writer(str(tmp_path), resume_step=0)  # The crashed run had no checkpoint.
+  writer.write(1, {"train/loss": 2.0})
+  writer.close()
+  events = _events(tmp_path)
+  # TensorBoard shows step 1 once, the new one: the last start hides what came before.
+  purge = max(i for i, e in enumerate(events) if e == (1, "purge", None))
+  assert [e for e in events[purge:] if e[1] == "train/loss"] == [(1, "train/loss", 2.0)]
+  assert [r["train/loss"] for r in metrics.read(str(tmp_path))] == [2.0]
+
+
+def test_a_full_disk_while_writing_metrics_is_the_exit_4_error(tmp_path):
+  if not os.path.exists("/dev/full"):
+    pytest.skip("needs /dev/full")
+  writer = metrics.Writer(str(tmp_path), tensorboard=False)
+  writer.write(1, {"train/loss": 1.0})
+  os.remove(tmp_path / "metrics.jsonl")
+  os.symlink("/dev/full", tmp_path / "metrics.jsonl")  # Every write: ENOSPC.
+  with pytest.raises(metrics.MetricsWriteError) as e:
+    writer.write(2, {"train/loss": 2.0})
+  assert e.value.exit_code == 4
+  assert f"metrics could not be written to {tmp_path} (step 2): No space left on device " \
+         "(errno 28)" in str(e.value) and "run the same command to resume" in str(e.value)

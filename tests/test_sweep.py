@@ -444,3 +444,35 @@ def test_slurm_array_script_runs_one_task_per_run(tmp_path, jax_cache, capsys):
   assert cli.main([spec, "--workdir", str(directory), "--slurm"]) == 0
   assert "#SBATCH --array=0-1,3\n" in script.read_text()
   assert slurm.array_spec([0, 1, 2, 5, 7, 8], 4) == "0-2,5,7-8%4"
+
+
+def test_a_killed_runners_attempt_is_recorded_by_the_next_one(tmp_path):
+  """kill -9 of the runner: its trainer gets SIGTERM (parent-death signal), saves and exits 75
+  while no runner watches. The attempt marker it left makes the next runner wait for that
+  trainer, then record the attempt from the log's `stopped:` line."""
+  run_dir = tmp_path / "run"
+  run_dir.mkdir()
+  (run_dir / sweep_lib.LOG).write_text("\n=== 2026-12-07 01:00:00 python -m big_vision_lite.train"
+                                       "\nstep 150/300 | loss 1.0\n")
+  # A stand-in for the trainer: still saving when the next runner starts, then stopped.
+  trainer = subprocess.Popen([sys.executable, "-c", (
+      "import sys, time; time.sleep(1.0); open(sys.argv[1] + '/log.txt', 'a').write("
+      "'stopped: SIGTERM at step 151/300; checkpoint saved.\\n')"), str(run_dir)])
+  while str(run_dir).encode() not in open(f"/proc/{trainer.pid}/cmdline", "rb").read():
+    time.sleep(0.01)  # Until it has started.
+  sweep_lib.begin_attempt(str(run_dir), trainer.pid, time.time() - 5)
+  status = sweep_lib.recover_attempt(str(run_dir), STEPS, poll_sec=0.05)
+  assert trainer.poll() is not None  # It waited for the trainer to end.
+  (row,) = sweep_lib.attempts(str(run_dir))
+  assert row["exit_code"] == 75 and row["seconds"] >= 5 and "reason" not in row
+  assert status.state == "unfinished" and not (run_dir / sweep_lib.RUNNING).exists()
+  assert sweep_lib.recover_attempt(str(run_dir), STEPS) is None  # Recorded once.
+  # A trainer that ended without a word (the machine went down): recorded, exit not known,
+  # and the run is resumable, not failed.
+  sweep_lib.begin_attempt(str(run_dir), trainer.pid, time.time())
+  with open(run_dir / sweep_lib.LOG, "a") as f:
+    f.write("\n=== 2026-12-07 01:10:00 python -m big_vision_lite.train\nstep 200/300\n")
+  status = sweep_lib.recover_attempt(str(run_dir), STEPS)
+  row = sweep_lib.attempts(str(run_dir))[-1]
+  assert row["exit_code"] is None and row["reason"].endswith("its log ends with: step 200/300")
+  assert status.state == "unfinished"

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,14 +224,32 @@ def test_partial_fine_tuning_and_lora_are_configs_of_the_classifier():
     config_lib.validate(_tiny_config(*common[:3]), 1)
 
 
-def test_resuming_with_a_different_model_names_each_differing_parameter(trained):
+def test_a_resume_with_a_changed_config_is_refused_or_accepted_and_recorded(trained, tmp_path):
   workdir, _ = trained
-  with pytest.raises(ckpt_lib.CheckpointMismatch,
-                     match=r"params/img/MAPHead_0/probe: checkpoint \(1, 1, 32\) vs model "
-                           r"\(1, 1, 48\)"):
-    train.main(["--config", CONFIG, "--workdir", str(workdir)] + TINY + [
-        "--config.total_steps=6", "--config.model.image.width=48"])
-  assert json.load(open(workdir / "config.json"))["model"]["image"]["width"] == 32  # Untouched.
+  before = {f: os.path.getmtime(workdir / f) for f in os.listdir(workdir)}
+  # Model shapes never change mid-run, not even when asked; every difference is listed.
+  for accept in ([], ["--accept_config_changes"]):
+    with pytest.raises(config_lib.ConfigError) as e:
+      train.main(["--config", CONFIG, "--workdir", str(workdir)] + TINY + [
+          "--config.total_steps=6", "--config.model.image.width=48", "--config.seed=3"] + accept)
+    assert "cannot change mid-run:\n  model.image.width: 32 -> 48\n  seed: 0 -> 3\n" in str(e.value)
+  # A longer run and another learning rate: refused unless asked for.
+  changed = ["--config.total_steps=6", "--config.lr=0.0005"]
+  with pytest.raises(config_lib.ConfigError, match=r"(?s)checkpoint at step 4.*\n  lr: 0.001 -> "
+                     r"0.0005\n  total_steps: 4 -> 6\nTo go on with the change, add "
+                     "--accept_config_changes"):
+    train.main(["--config", CONFIG, "--workdir", str(workdir)] + TINY + changed)
+  assert before == {f: os.path.getmtime(workdir / f) for f in os.listdir(workdir)}  # Untouched.
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  train.main(["--config", CONFIG, "--workdir", str(copy)] + TINY + changed + [
+      "--config.evals={}", "--accept_config_changes"])
+  with open(copy / "config_changes.jsonl") as f:
+    (record,) = [json.loads(line) for line in f]
+  assert record["step"] == 4 and record["changes"]["lr"] == {"old": 0.001, "new": 0.0005}
+  assert record["changes"]["total_steps"] == {"old": 4, "new": 6}
+  assert json.load(open(copy / "config.json"))["lr"] == 0.0005
+  assert [r["step"] for r in metrics.read(str(copy))][-1] == 6
 
 
 def _final_params(workdir):

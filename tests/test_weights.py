@@ -3,7 +3,9 @@
 import builtins
 import json
 import os
+import pickle
 import re
+import zipfile
 
 import jax
 import ml_dtypes
@@ -466,3 +468,43 @@ def test_open_clip_state_dict_gives_open_clip_outputs(tmp_path, name, bias):
   for k in ref:
     if not re.search(r"(bn\d|downsample\.1)\.", k):
       np.testing.assert_array_equal(ref[k], back[k], err_msg=k)
+
+
+class _Exploit:  # Unpickling it would create the file: it must never happen.
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (open, (self.marker, "w"))
+
+
+def test_damaged_weight_files_are_clear_errors_and_never_unpickled(tmp_path):
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  np.savez(tmp_path / "good.npz", a=np.arange(4096.0), b=np.zeros(3))
+  save_file({"x": np.ones((64, 64), np.float32)}, str(tmp_path / "good.safetensors"))
+  npz, st = (tmp_path / "good.npz").read_bytes(), (tmp_path / "good.safetensors").read_bytes()
+  marker = tmp_path / "unpickled"
+  np.save(tmp_path / "obj.npy", np.array([_Exploit(str(marker))], dtype=object),
+          allow_pickle=True)
+  with zipfile.ZipFile(tmp_path / "object.npz", "w") as z:
+    z.write(tmp_path / "obj.npy", "w.npy")
+  cases = {
+      "random.npz": (np.random.RandomState(0).bytes(3000), r"not a readable \.npz .*starts "
+                     r"with b'.*', not a zip's"),
+      "pickle.npz": (pickle.dumps(_Exploit(str(marker))), r"not a readable \.npz"),
+      "empty.npz": (b"", r"not a readable \.npz .*it is empty"),
+      "cut.npz": (npz[:len(npz) // 2], r"zip directory \(at the end\) is missing: it was cut "
+                  "short"),
+      "cut.safetensors": (st[:len(st) // 2], r"not a readable \.safetensors \(SafetensorError: "),
+      "random.safetensors": (np.random.RandomState(1).bytes(500), r"not a readable \.safetensors"),
+      "empty.safetensors": (b"", r"not a readable \.safetensors"),
+  }
+  for name, (data, message) in cases.items():
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(weights.WeightsError, match=message):
+      weights.read(str(tmp_path / name))
+  with pytest.raises(weights.WeightsError, match=r"holds object \(pickled\) arrays, which are "
+                                                 "never unpickled"):
+    weights.read(str(tmp_path / "object.npz"))
+  assert not marker.exists()
+  assert set(weights.read(str(tmp_path / "good.npz"))[0]) == {"a", "b"}

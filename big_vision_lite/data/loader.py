@@ -11,7 +11,11 @@ sharded over the mesh.
 import abc
 import collections
 import concurrent.futures
+import functools
 import json
+import os
+import threading
+import time
 from typing import Any
 
 import grain
@@ -123,6 +127,7 @@ class ShapesInput(TrainInput):
     return {"step": self.step}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    _check_state(state, "step", "the built-in shapes stream")
     for f in self._queue:
       f.cancel()
     self._queue.clear()
@@ -130,6 +135,15 @@ class ShapesInput(TrainInput):
 
   def close(self) -> None:
     self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _check_state(state: dict[str, Any], key: str, what: str) -> None:
+  """A saved data position must come from the same kind of input."""
+  if not isinstance(state, dict) or key not in state:
+    raise sources.DataError(
+        f"the checkpoint's data position {str(state)[:80]} was saved by another kind of input "
+        f"than config.input now gives ({what}): a run's input cannot change mid-run; resume "
+        "with the run's own config.input (WORKDIR/config.json), or use a fresh --workdir")
 
 
 _SKIPPED = "__skipped__"  # Key of the marker a failed record becomes; its value says why.
@@ -237,7 +251,8 @@ class GrainInput(TrainInput):
     ds = ds.to_iter_dataset()
     if num_workers:
       _absl_flags_parsed()
-      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                          worker_init_fn=functools.partial(_end_with_parent, os.getpid()))
     self._iter = iter(ds)
     self._consecutive = 0  # Records failed in a row; any success resets it.
     self._spec: ElementSpec | None = None
@@ -306,6 +321,7 @@ class GrainInput(TrainInput):
     return state
 
   def set_state(self, state: dict[str, Any]) -> None:
+    _check_state(state, "grain", "a grain pipeline (config.input.pp)")
     saved = state.get("process_count", self.process_count)
     if saved != self.process_count:
       raise sources.DataError(
@@ -339,6 +355,25 @@ def _gather_json(value) -> list:
   flat = distributed.gather_rows(data).tobytes()
   ends = np.cumsum(lengths)
   return [json.loads(flat[end - n:end]) for n, end in zip(lengths, ends)]
+
+
+def _end_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+  """Runs first in each grain worker process: a watchdog thread ends the worker once `parent`
+  (the trainer) is gone, however it ended (`kill -9` included), so that no worker (nor, once
+  they are gone, multiprocessing's resource tracker) outlives its trainer holding memory. Not
+  the parent-death signal: it follows the thread that started the worker, and grain starts
+  them from short-lived threads."""
+  del worker_index, worker_count
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_WATCHDOG_SEC)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+_WATCHDOG_SEC = 0.5
 
 
 def _absl_flags_parsed() -> None:

@@ -11,6 +11,7 @@ raises `OpError`, naming the op as written and the keys the example had at that 
 """
 
 import ast
+import difflib
 import inspect
 import io
 from typing import Any, Callable
@@ -22,6 +23,10 @@ from big_vision_lite import errors
 from big_vision_lite.data import tokenizer as tok_lib
 
 Op = Callable[[dict, np.random.Generator], dict]
+
+
+class OpStringError(errors.Error, ValueError):
+  """An op string that cannot be built (unknown op, bad arguments, unbalanced brackets)."""
 
 
 class OpError(errors.Error):
@@ -226,7 +231,8 @@ def split_ops(spec: str) -> list[str]:
       parts.append(spec[start:i])
       start = i + 1
   if quote or depth:
-    raise ValueError(f"unbalanced quotes or brackets in preprocessing string {spec!r}")
+    raise OpStringError(f"unbalanced quotes or brackets in preprocessing string {spec!r}: close "
+                        "every '(', '[', '{' and quote")
   parts.append(spec[start:])
   return [p.strip() for p in parts if p.strip()]
 
@@ -235,16 +241,17 @@ def _parse_call(text: str) -> tuple[str, list[Any], dict[str, Any]]:
   try:
     node = ast.parse(text, mode="eval").body
   except SyntaxError as e:
-    raise ValueError(f"cannot parse preprocessing op {text!r}: {e.msg}") from None
+    raise OpStringError(f"cannot parse preprocessing op {text!r}: {e.msg}") from None
   if isinstance(node, ast.Name):
     return node.id, [], {}
   if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-    raise ValueError(f"preprocessing op {text!r} should look like name or name(args)")
+    raise OpStringError(f"preprocessing op {text!r} should look like name or name(args)")
   try:
     args = [ast.literal_eval(a) for a in node.args]
     kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
   except ValueError:
-    raise ValueError(f"arguments of {text!r} must be literals (numbers, strings, tuples)") from None
+    raise OpStringError(f"arguments of {text!r} must be literals (numbers, strings, tuples)"
+                        ) from None
   return node.func.id, args, kwargs
 
 
@@ -258,7 +265,10 @@ def parse(spec: str, **defaults: Any) -> Op:
   for text in texts:
     name, args, kwargs = _parse_call(text)
     if name not in OPS:
-      raise ValueError(f"unknown preprocessing op {name!r} in {text!r}; known ops: {sorted(OPS)}")
+      close = difflib.get_close_matches(name, OPS, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise OpStringError(f"unknown preprocessing op {name!r} in {text!r}{hint}; known ops: "
+                          f"{sorted(OPS)}")
     factory = OPS[name]
     signature = inspect.signature(factory)
     try:
@@ -271,8 +281,8 @@ def parse(spec: str, **defaults: Any) -> Op:
       signature.bind(*args, **kwargs)
       ops.append(factory(*args, **kwargs))
     except TypeError as e:
-      raise ValueError(f"bad arguments for preprocessing op {text!r}: {e}; "
-                       f"signature: {name}{inspect.signature(factory)}") from None
+      raise OpStringError(f"bad arguments for preprocessing op {text!r}: {e}; "
+                          f"signature: {name}{inspect.signature(factory)}") from None
 
   def pipeline(example: dict, rng: np.random.Generator) -> dict:
     # One try around the loop costs nothing until an op raises (zero-cost exceptions); then

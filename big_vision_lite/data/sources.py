@@ -22,6 +22,10 @@ class DataError(errors.Error, ValueError):
   """Input data that cannot train: the message names the source or op and the fix."""
 
 
+class DataNotFound(DataError, FileNotFoundError):
+  """No data where the config points (a tar pattern matching no file, an unknown tfds name)."""
+
+
 class BadRecord(ValueError):
   """A record that cannot become an example (missing image or caption, unreadable bytes)."""
 
@@ -52,7 +56,7 @@ class TarShards:
     self.pattern, self.index_dir = pattern, index_dir
     listed = shard_index.list_shards(pattern)
     if not listed:
-      raise FileNotFoundError(
+      raise DataNotFound(
           f"no tar shards match {pattern!r}: give a directory of .tar files, a glob, or a range "
           "such as /data/shards-{00000..00099}.tar (or gs://, s3://, ... URLs); to write shards "
           "from images and captions run `python -m big_vision_lite.tools.make_shards --help`")
@@ -172,7 +176,7 @@ class TfdsSource:
       builder = tfds.builder(name, data_dir=data_dir)
       prepared = builder.is_prepared()
     except tfds.core.DatasetNotFoundError:
-      raise FileNotFoundError(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
+      raise DataNotFound(f"unknown tfds dataset {name!r}: not a tfds builder and not found "
                               f"under {where} (built-in sources: 'tar', 'shapes')") from None
     except Exception as e:  # pylint: disable=broad-except
       if not (data_dir and shard_index.is_remote(data_dir)):
@@ -181,14 +185,14 @@ class TfdsSource:
                       "bucket and path, the credentials and the endpoint (AWS_ENDPOINT_URL for "
                       "S3-compatible storage)") from None
     if not prepared:
-      raise FileNotFoundError(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
+      raise DataNotFound(f"tfds dataset {name!r} is not prepared under {where}: {hint}")
     if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
-      raise ValueError(f"tfds dataset {name!r} under {where} is stored as "
-                       f"{builder.info.file_format.value}, which needs TensorFlow to read: "
-                       f"{hint}")
+      raise DataError(f"tfds dataset {name!r} under {where} is stored as "
+                      f"{builder.info.file_format.value}, which needs TensorFlow to read: "
+                      f"{hint}")
     if split not in builder.info.splits:
-      raise ValueError(f"tfds dataset {name!r} has no split {split!r}; it has "
-                       f"{list(builder.info.splits)}")
+      raise DataError(f"tfds dataset {name!r} has no split {split!r}; it has "
+                      f"{list(builder.info.splits)}")
     self.info = builder.info
     # The image stays encoded (the `decode` op decodes it where preprocessing runs), so reading
     # a record's other fields costs no image decoding.

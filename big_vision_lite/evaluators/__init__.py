@@ -8,6 +8,7 @@ with defaults) is the list of options it accepts. Every evaluator derives from b
 
 import inspect
 
+from big_vision_lite.errors import ConfigError
 from big_vision_lite.evaluators.base import Evaluator
 from big_vision_lite.evaluators.classify import Classify
 from big_vision_lite.evaluators.embedder import Embedder
@@ -33,5 +34,8 @@ def make_evaluators(evals_config, embedder: Embedder | None,
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {k: v for k, v in defaults.items() if k in accepted}
     kwargs.update(cfg)
-    out[name] = (cls(embedder, **kwargs), every)
+    try:  # Loads (or checks) the dataset: a typo stops the run before anything is written.
+      out[name] = (cls(embedder, **kwargs), every)
+    except (ValueError, FileNotFoundError) as e:
+      raise ConfigError(f"config.evals.{name}: {e}") from e
   return out

@@ -8,6 +8,7 @@ process order are the set in dataset order.
 
 import concurrent.futures
 import dataclasses
+import difflib
 import os
 from typing import Any, Callable, Sequence
 
@@ -125,8 +126,10 @@ def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int 
                image_size: int = 64) -> EvalSet:
   """A shapes classification task (SHAPES_CLASSIFICATION) or 'shapes' (captions)."""
   if task not in SHAPES_CLASSIFICATION + ("shapes",):
-    raise ValueError(f"unknown shapes dataset {task!r}; known: "
-                     f"{list(SHAPES_CLASSIFICATION + ('shapes',))}")
+    known = list(SHAPES_CLASSIFICATION + ("shapes",))
+    close = difflib.get_close_matches(task, known, n=1)
+    raise ValueError(f"unknown shapes dataset {task!r}" + (f" (did you mean {close[0]!r}?)"
+                                                           if close else "") + f"; known: {known}")
   if split not in shapes.SPLITS:
     raise ValueError(f"unknown shapes split {split!r}; known: {list(shapes.SPLITS)}")
   total = num_examples or SHAPES_SIZE

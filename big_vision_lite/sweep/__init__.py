@@ -28,6 +28,7 @@ import json
 import os
 import re
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -39,12 +40,14 @@ from big_vision_lite.errors import ConfigError
 
 __all__ = ["Sweep", "Product", "product", "Named", "named", "Run", "load", "expand", "axes_of",
            "render", "short_names", "config_arg", "trainer_command", "Status", "run_status",
-           "attempts", "last_step", "record_attempt", "describe_exit", "config_differences", "flatten",
-           "write_manifest", "read_manifest", "MANIFEST", "LOG", "SweepError"]
+           "attempts", "last_step", "record_attempt", "begin_attempt",
+           "recover_attempt", "describe_exit", "config_differences",
+           "write_manifest", "read_manifest", "MANIFEST", "LOG", "RUNNING", "SweepError"]
 
 MANIFEST = "sweep.json"
 DONE = "done.json"
 ATTEMPTS = "attempts.jsonl"
+RUNNING = "attempt.json"  # An attempt under way (its runner may have been killed).
 LOG = "log.txt"
 _MAX_NAME = 200  # Characters; file systems allow 255 bytes per name.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -367,7 +370,7 @@ def run_status(run_dir: str, total_steps: int) -> Status:
       done = {}
     if done.get("total_steps") == total_steps and step == total_steps:
       return Status("finished", step, "", seconds, checkpoint)
-  if tries and tries[-1].get("exit_code") not in (0, 75):
+  if tries and tries[-1].get("exit_code") not in (0, 75, None):  # None: exit not seen.
     return Status("failed", step, tries[-1].get("reason", ""), seconds, checkpoint)
   if step is not None or tries or checkpoint is not None:
     return Status("unfinished", step, "", seconds, checkpoint)
@@ -388,12 +391,12 @@ def describe_exit(code: int) -> str:
   return f"exit {code}" + (f" ({meaning})" if meaning else "")
 
 
-def record_attempt(run_dir: str, total_steps: int, exit_code: int, seconds: float,
-                   started: float, cpu_seconds: float | None = None) -> Status:
+def record_attempt(run_dir: str, total_steps: int, exit_code: int | None, seconds: float,
+                   started: float, cpu_seconds: float | None = None, reason: str = "") -> Status:
   """Appends the attempt (wall and, if known, CPU seconds) to attempts.jsonl and, if the
-  trainer exited 0 and its metrics reach the final step, writes done.json. Returns the run's
-  status afterwards."""
-  reason = ""
+  trainer exited 0 and its metrics reach the final step, writes done.json; the attempt is no
+  longer under way (RUNNING is removed). `exit_code` None: not seen (`reason` says why).
+  Returns the run's status afterwards."""
   step = last_step(run_dir)
   if exit_code == 0 and step != total_steps:
     # The trainer believes it finished, but the metrics cannot show it: never call it done.
@@ -401,7 +404,7 @@ def record_attempt(run_dir: str, total_steps: int, exit_code: int, seconds: floa
               f"{total_steps}; its final metrics are lost: delete {run_dir} and run the sweep "
               "again to retrain it")
     exit_code = 1
-  elif exit_code not in (0, 75):
+  elif exit_code not in (0, 75, None):
     reason = f"{describe_exit(exit_code)}: see {os.path.join(run_dir, LOG)}"
   row = {"started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
          "seconds": round(seconds, 2), "exit_code": exit_code, "step": step,
@@ -412,12 +415,64 @@ def record_attempt(run_dir: str, total_steps: int, exit_code: int, seconds: floa
     row["reason"] = reason
   with open(os.path.join(run_dir, ATTEMPTS), "a") as f:
     f.write(json.dumps(row) + "\n")
+  if os.path.exists(os.path.join(run_dir, RUNNING)):
+    os.remove(os.path.join(run_dir, RUNNING))
   if exit_code == 0:
     total = sum(a.get("seconds", 0.0) for a in attempts(run_dir))
     _write_json(os.path.join(run_dir, DONE), {
         "total_steps": total_steps, "seconds": round(total, 2),
         "finished": datetime.datetime.now().isoformat(timespec="seconds")})
   return run_status(run_dir, total_steps)
+
+
+def begin_attempt(run_dir: str, pid: int, started: float) -> None:
+  """Marks an attempt as under way (DIR/<run>/attempt.json: the trainer's pid, when it started),
+  so that one whose runner is killed is still recorded (`recover_attempt`)."""
+  _write_json(os.path.join(run_dir, RUNNING), {"pid": pid, "started": started,
+                                               "runner": os.getpid()})
+
+
+def recover_attempt(run_dir: str, total_steps: int, wait_sec: float = 600.0,
+                    poll_sec: float = 0.5) -> Status | None:
+  """Records the attempt a killed runner left under way (None if there is none): waits (up to
+  `wait_sec`) for its trainer, which the runner's death asked to save and stop, to end; its
+  exit is read from the end of its log: 75 after its `stopped:` line, else not known."""
+  path = os.path.join(run_dir, RUNNING)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      running = json.load(f)
+  except ValueError:  # Cut short by the crash: nothing to go by but the log.
+    running = {"pid": None, "started": os.path.getmtime(path)}
+  pid, deadline = running.get("pid"), time.monotonic() + wait_sec
+  if pid and _is_trainer_of(pid, run_dir):
+    print(f"waiting for pid {pid}, the trainer of {run_dir} started by a runner that was "
+          "killed, to save and stop", flush=True)
+    while _is_trainer_of(pid, run_dir) and time.monotonic() < deadline:
+      time.sleep(poll_sec)
+  log = os.path.join(run_dir, LOG)
+  tail = ""
+  if os.path.exists(log):
+    with open(log, errors="replace") as f:
+      tail = f.read().rsplit("\n=== ", 1)[-1]
+  lines = [line for line in tail.splitlines() if line.strip()]
+  code = 75 if any(line.startswith("stopped: ") for line in lines) else None
+  ended = os.path.getmtime(log) if os.path.exists(log) else time.time()
+  last = lines[-1][:200] if lines else "(empty)"
+  reason = "" if code == 75 else (f"the sweep runner was killed during this attempt and its "
+                                  f"trainer's exit was not seen; its log ends with: {last}")
+  return record_attempt(run_dir, total_steps, code, max(ended - running["started"], 0.0),
+                        running["started"], reason=reason)
+
+
+def _is_trainer_of(pid: int, run_dir: str) -> bool:
+  """Process `pid` is alive and its command line names `run_dir` (not a reused pid)."""
+  try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      return run_dir.encode() in f.read()
+  except OSError:
+    return False
 
 
 def config_differences(run_dir: str, config: ml_collections.ConfigDict) -> list[str]:
@@ -431,17 +486,4 @@ def config_differences(run_dir: str, config: ml_collections.ConfigDict) -> list[
       old = json.load(f)
     except ValueError:
       return []  # Cut short by a crash: the trainer rewrites it.
-  new = json.loads(config_lib.to_json(config))
-  old_flat, new_flat = flatten(old), flatten(new)
-  return sorted(k for k in set(old_flat) | set(new_flat) if old_flat.get(k, "<unset>") !=
-                new_flat.get(k, "<unset>"))
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-  """{'a': {'b': 1}} -> {'a.b': 1}."""
-  if isinstance(d, dict) and d:
-    out = {}
-    for k, v in d.items():
-      out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
-    return out
-  return {prefix: d}
+  return sorted(config_lib.differences(old, json.loads(config_lib.to_json(config))))

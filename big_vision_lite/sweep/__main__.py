@@ -55,7 +55,7 @@ def dry_run(spec: str, sweep: sweep_lib.Sweep, runs: list[sweep_lib.Run], direct
   """Prints every run: its status, its overrides and where its config differs from the base
   (the config file with the sweep's base overrides)."""
   base_argv = [f"--config.{k}={sweep_lib.config_arg(v)}" for k, v in sweep.base.items()]
-  base = sweep_lib.flatten(config_lib.from_args(sweep.config, base_argv).to_dict())
+  base = config_lib.flatten(config_lib.from_args(sweep.config, base_argv).to_dict())
   axes = sweep_lib.axes_of(sweep)
   print(f"sweep {spec}: {len(runs)} runs ({len(runs) // len(sweep.seeds)} points x "
         f"{len(sweep.seeds)} seed{'s' if len(sweep.seeds) > 1 else ''}) in {directory}")
@@ -75,7 +75,7 @@ def dry_run(spec: str, sweep: sweep_lib.Sweep, runs: list[sweep_lib.Run], direct
           f"{run.total_steps} steps of batch {run.config.batch_size} ({examples:,} examples)")
     point = [k for k in run.overrides if k not in sweep.base or k in run.point]
     print("  overrides: " + " ".join(f"{k}={run.overrides[k]!r}" for k in point))
-    resolved = sweep_lib.flatten(run.config.to_dict())
+    resolved = config_lib.flatten(run.config.to_dict())
     changed = [k for k in resolved if resolved[k] != base.get(k)]
     print("  differs from the base: " + ("; ".join(
         f"{k}: {base.get(k)!r} -> {resolved[k]!r}" for k in changed) or "nothing"))

@@ -8,7 +8,8 @@ others go on; a run stopped by a signal (exit 75) is unfinished, and the next in
 resumes it from its checkpoint. Runs share a JAX compilation cache (DIR/jax_cache, unless
 JAX_COMPILATION_CACHE_DIR is set), so runs that differ only in their seeds compile once. The
 runner itself stops cleanly on SIGINT/SIGTERM (its runs
-save and exit 75), and its runs get SIGTERM if it dies.
+save and exit 75), and its runs get SIGTERM if it dies; the next invocation then records their
+attempts (DIR/<run>/attempt.json marks one under way), waiting for them to end.
 """
 
 import ctypes
@@ -260,6 +261,8 @@ def run_local(directory: str, manifest: dict[str, Any], slots: list[Slot],
   """Runs every unfinished run of the sweep (its `manifest`), len(slots) at a time. Returns 0
   if all finished, 1 if any failed, 75 if some were stopped before finishing (resumable)."""
   runs = manifest["runs"]
+  for r in runs:  # Attempts that a killed runner left under way are recorded first.
+    sweep_lib.recover_attempt(os.path.join(directory, r["name"]), r["total_steps"])
   status = {r["name"]: sweep_lib.run_status(os.path.join(directory, r["name"]),
                                             r["total_steps"]) for r in runs}
   durations = [s.seconds for s in status.values() if s.state == "finished" and s.seconds]
@@ -298,6 +301,7 @@ def run_local(directory: str, manifest: dict[str, Any], slots: list[Slot],
                       os.path.join(run_dir, sweep_lib.LOG), slot.cores)
         checkpoint = status[run["name"]].checkpoint
         running[run["name"]] = _Running(run, slot, proc, time.time(), run_dir, checkpoint or 0)
+        sweep_lib.begin_attempt(run_dir, proc.pid, running[run["name"]].started)
         stop.processes[run["name"]] = proc
         resumed = f" (resuming from step {checkpoint})" if checkpoint else ""
         print(f"[{_now()}] start {run['name']} on {slot.describe()}{resumed}", flush=True)

@@ -20,6 +20,7 @@ embeddings cut to a shorter `max_len`; `dont_load` parameters taken from `init_p
 import math
 import os
 import re
+import zipfile
 from typing import Any, Sequence
 
 import jax
@@ -52,9 +53,34 @@ def target_shapes(model_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 # --- Reading: each format -> ({name: array}, whether names are open_clip state-dict keys).
 
+def _damaged(path: str, kind: str, e: BaseException) -> WeightsError:
+  return WeightsError(f"{path} is not a readable {kind} ({type(e).__name__}: {e}); the file is "
+                      "damaged or cut short (compare its size with the original's): download or "
+                      "export it again")
+
+
 def _read_npz(path: str) -> dict[str, np.ndarray]:
-  with np.load(path, allow_pickle=False) as z:
-    flat = {k: z[k] for k in z.files}
+  # An .npz is a zip of .npy arrays. Anything else is refused before numpy sees it: numpy
+  # takes a file that is neither zip nor .npy for a pickle, which is never loaded here.
+  if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+      head = f.read(4)
+    what = ("it is empty" if not head else "its zip directory (at the end) is missing: it was cut "
+            "short" if head == b"PK\x03\x04" else f"it starts with {head!r}, not a zip's "
+            "b'PK\\x03\\x04'")
+    raise WeightsError(f"{path} is not a readable .npz (a zip of .npy arrays): {what}; the file "
+                       "is damaged or cut short, or not an .npz: download or export it again")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      flat = {k: z[k] for k in z.files}
+  except ValueError as e:
+    if "allow_pickle" not in str(e):
+      raise _damaged(path, ".npz", e) from None
+    raise WeightsError(f"{path} holds object (pickled) arrays, which are never unpickled here "
+                       "(loading one can run any code): save the parameters as numeric "
+                       "arrays") from None
+  except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    raise _damaged(path, ".npz", e) from None
   if any(k.startswith("params/") for k in flat):  # A full train state: keep its parameters.
     flat = {k[len("params/"):]: v for k, v in flat.items() if k.startswith("params/")}
   # numpy stores bfloat16 as 2-byte void.
@@ -73,13 +99,16 @@ def _read_orbax(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-  with safe_open(path, framework="numpy") as f:
-    keys = list(f.keys())
-    # numpy has no bfloat16: such files are read through the flax API (bfloat16 jax arrays).
-    framework = "flax" if any(f.get_slice(k).get_dtype() == "BF16" for k in keys) else "numpy"
-  with safe_open(path, framework=framework) as f:
-    return {k: np.asarray(f.get_tensor(k)) for k in keys}
+  from safetensors import SafetensorError, safe_open  # pylint: disable=import-outside-toplevel
+  try:
+    with safe_open(path, framework="numpy") as f:
+      keys = list(f.keys())
+      # numpy has no bfloat16: such files are read through the flax API (bfloat16 jax arrays).
+      framework = "flax" if any(f.get_slice(k).get_dtype() == "BF16" for k in keys) else "numpy"
+    with safe_open(path, framework=framework) as f:
+      return {k: np.asarray(f.get_tensor(k)) for k in keys}
+  except (SafetensorError, OSError, ValueError) as e:
+    raise _damaged(path, ".safetensors", e) from None
 
 
 def _read_torch(path: str) -> dict[str, np.ndarray]:
