@@ -314,7 +314,9 @@ def test_transforms_are_inverse_pairs():
   arrays = {"linear": [rng.normal(size=(6, 4))], "conv": [rng.normal(size=(5, 3, 3, 2))],
             "lead1": [rng.normal(size=(5, 4))], "cls": [rng.normal(size=4)],
             "scalar": [np.float32(rng.normal())], "in_proj_weight": [rng.normal(size=(12, 4))],
-            "in_proj_bias": [rng.normal(size=12)], "heads_in_weight": [rng.normal(size=(4, 4))],
+            "in_proj_bias": [rng.normal(size=12)], "kv_weight": [rng.normal(size=(8, 4))],
+            "kv_bias": [rng.normal(size=8)], "grid": [rng.normal(size=(16, 3))],
+            "heads_in_weight": [rng.normal(size=(4, 4))],
             "heads_in_bias": [rng.normal(size=4)], "heads_out_weight": [rng.normal(size=(6, 4))],
             "copy": [rng.normal(size=3)]}
   assert set(arrays) == set(open_clip.TRANSFORMS) - {"bn"}
@@ -339,7 +341,7 @@ def test_export_tool_writes_a_trained_runs_parameters(tmp_path):
                posemb_cls=True, ln_pre=True, patch_bias=False, head_bias=False, act="quick_gelu",
                image_size=32)
   text = dict(variant="mu", width=32, depth=1, mlp_dim=64, num_heads=2, vocab_size=256,
-              causal=True, pool_type="last", head_bias=False, act="quick_gelu", max_len=12)
+              causal=True, pool_type="argmax", head_bias=False, act="quick_gelu", max_len=12)
   train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
       "--config.total_steps=3", "--config.evals={}", "--config.loss=softmax",
       "--config.model.bias_init=None", f"--config.model.image={image!r}",

@@ -5,6 +5,8 @@ Each sub-command runs in its own throwaway environment with the reference code i
 
   python tests/data/make_fixtures.py bigvision   # big_vision on PYTHONPATH (+ a tensorflow stub)
   python tests/data/make_fixtures.py openclip    # open-clip-torch and torch installed
+  python tests/data/make_fixtures.py ours        # this package: the exports transformers checks
+  python tests/data/make_fixtures.py hf          # transformers, open-clip-torch and timm
 
 Neither the tests nor the package import this script or the reference code: the fixtures are
 the reference outputs, committed. Every parameter of every model is perturbed with noise after
@@ -304,11 +306,191 @@ TOKENIZER_TEXTS = [
 ]
 
 
+# Hugging Face transformers: tiny SiglipModel and CLIPModel (config kwargs), and open_clip's
+# SigLIP (a timm trunk under visual.trunk) whose trunk is swapped for a tiny one.
+HF_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+HF_VOCAB, HF_MAX_LEN = 128, 8
+HF_MODELS = {
+    "hf_siglip": ("SiglipConfig", dict(
+        text_config=dict(HF_TOWER, vocab_size=HF_VOCAB, max_position_embeddings=HF_MAX_LEN),
+        vision_config=dict(HF_TOWER, image_size=32, patch_size=8)), 20),
+    "hf_clip": ("CLIPConfig", dict(
+        text_config=dict(HF_TOWER, vocab_size=HF_VOCAB, max_position_embeddings=HF_MAX_LEN,
+                         bos_token_id=HF_VOCAB - 2, eos_token_id=HF_VOCAB - 1),
+        vision_config=dict(HF_TOWER, image_size=32, patch_size=8), projection_dim=24), 30),
+}
+# Our exports (written by `make_fixtures.py ours`), which transformers must load.
+EXPORTS = {"hf_export_siglip": "SiglipModel", "hf_export_clip": "CLIPModel"}
+TIMM_SIGLIP = dict(
+    embed_dim=32, init_logit_bias=-10.0,
+    vision_cfg=dict(image_size=32, timm_model_name="vit_base_patch16_siglip_224",
+                    timm_model_pretrained=False, timm_pool="map", timm_proj="none"),
+    # The trunk that replaces the B/16 one: timm.create_model keyword overrides.
+    trunk=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
+    text_cfg=dict(context_length=HF_MAX_LEN, vocab_size=HF_VOCAB, width=32, heads=2, layers=2,
+                  no_causal_mask=True, proj_bias=True, pool_type="last",
+                  norm_kwargs=dict(eps=1e-6), act_kwargs=dict(approximate="tanh")))
+
+
+def _hf_texts(rng: np.random.Generator, eos: int | None) -> np.ndarray:
+  """Rows of ids in 1..vocab-3; with `eos`, each row ends in it and is then 0-padded."""
+  ids = rng.integers(1, HF_VOCAB - 2, (BATCH, HF_MAX_LEN))
+  if eos is not None:
+    for row, n in enumerate([HF_MAX_LEN, 5, 2, HF_MAX_LEN - 1]):
+      ids[row, n - 1], ids[row, n:] = eos, 0
+  return ids
+
+
+def _save_io(path: str, cfg: dict, **arrays) -> None:
+  np.savez(path, config=np.array(json.dumps(cfg, sort_keys=True)), **arrays)
+  print(f"wrote {path}: {os.path.getsize(path)} bytes")
+
+
+def _torch_perturb(model, gen) -> tuple[dict, dict]:
+  """(init, perturbed) float state dicts as numpy: every parameter plus N(0, NOISE) noise."""
+  import torch
+  init = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
+  noisy = {k: (v + NOISE * torch.randn(v.shape, generator=gen, dtype=v.dtype)).numpy()
+           for k, v in model.state_dict().items()}
+  return init, noisy
+
+
+def _hf() -> None:
+  """Fixtures 7-9: transformers SiglipModel / CLIPModel directories, open_clip's timm SigLIP
+  state dict; then our exports loaded by transformers (EXPORTS) checked and their outputs kept."""
+  import open_clip
+  import safetensors.torch
+  import timm
+  import torch
+  import transformers
+
+  torch.use_deterministic_algorithms(True)
+  for name, (config_class, kwargs, seed) in HF_MODELS.items():
+    torch.manual_seed(seed)
+    model = transformers.AutoModel.from_config(getattr(transformers, config_class)(**kwargs))
+    model.eval()
+    init, state = _torch_perturb(model, torch.Generator().manual_seed(seed + 1))
+    rng = np.random.default_rng(seed)
+    images = _images(rng, 32)
+    texts = _hf_texts(rng, HF_VOCAB - 1 if name == "hf_clip" else None)
+
+    @torch.no_grad()
+    def run(flat: dict, model=model, images=images, texts=texts) -> dict:
+      model.load_state_dict({k: torch.as_tensor(v) for k, v in flat.items()}, strict=True)
+      out = model(pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2),
+                  input_ids=torch.from_numpy(texts))
+      res = dict(img_emb=out.image_embeds.numpy(), txt_emb=out.text_embeds.numpy(),
+                 logit_scale=model.logit_scale.detach().numpy().copy())
+      if hasattr(model, "logit_bias"):
+        res["logit_bias"] = model.logit_bias.detach().numpy().copy()
+      return res
+
+    _check_sensitive(run, state, init,
+                     exempt=lambda k: k.endswith("k_proj.bias"))  # softmax cancels it
+    outputs = run(state)
+    out_dir = os.path.join(HERE, name)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    print(f"wrote {out_dir}: {os.listdir(out_dir)}, "
+          f"{os.path.getsize(os.path.join(out_dir, 'model.safetensors'))} bytes of weights")
+    _save_io(os.path.join(HERE, f"{name}_io.npz"), dict(config_class=config_class, **kwargs),
+             images=images, texts=texts.astype(np.int32), **outputs)
+
+  # open_clip's SigLIP: CustomTextCLIP with a timm trunk, the trunk made tiny.
+  torch.manual_seed(40)
+  cfg = {k: v for k, v in TIMM_SIGLIP.items() if k != "trunk"}
+  model = open_clip.CustomTextCLIP(**cfg)
+  model.visual.trunk = timm.create_model(
+      TIMM_SIGLIP["vision_cfg"]["timm_model_name"], num_classes=0, global_pool="map",
+      **TIMM_SIGLIP["trunk"])
+  model.eval()
+  init, state = _torch_perturb(model, torch.Generator().manual_seed(41))
+  rng = np.random.default_rng(40)
+  images, texts = _images(rng, 32), _hf_texts(rng, None)
+
+  @torch.no_grad()
+  def run_oc(flat: dict) -> dict:
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in flat.items()}, strict=True)
+    return dict(
+        img_emb=model.encode_image(torch.from_numpy(images).permute(0, 3, 1, 2),
+                                   normalize=True).numpy(),
+        txt_emb=model.encode_text(torch.from_numpy(texts), normalize=True).numpy(),
+        logit_scale=model.logit_scale.detach().numpy().copy(),
+        logit_bias=model.logit_bias.detach().numpy().copy())
+
+  _check_sensitive(run_oc, state, init, exempt=lambda k: False)
+  outputs = run_oc(state)
+  path = os.path.join(HERE, "oc_siglip.safetensors")
+  safetensors.torch.save_file({k: torch.as_tensor(v).contiguous() for k, v in state.items()},
+                              path)
+  print(f"wrote {path}: {len(state)} tensors, {os.path.getsize(path)} bytes")
+  _save_io(os.path.join(HERE, "oc_siglip_io.npz"), TIMM_SIGLIP, images=images,
+           texts=texts.astype(np.int32), **outputs)
+
+  # Our exports, as transformers loads them: the embeddings must be ours within 1e-5.
+  for name, arch in EXPORTS.items():
+    path = os.path.join(HERE, name)
+    model = transformers.AutoModel.from_pretrained(path)
+    assert type(model).__name__ == arch, (name, type(model).__name__)
+    model.eval()
+    io_path = os.path.join(HERE, f"{name}_io.npz")
+    with np.load(io_path) as z:
+      io = dict(z)
+    with torch.no_grad():
+      out = model(pixel_values=torch.from_numpy(io["images"]).permute(0, 3, 1, 2),
+                  input_ids=torch.from_numpy(io["texts"]).long())
+    ref = dict(hf_img_emb=out.image_embeds.numpy(), hf_txt_emb=out.text_embeds.numpy())
+    for k in ("img_emb", "txt_emb"):
+      err = float(np.max(np.abs(ref[f"hf_{k}"] - io[k])))
+      assert err < 1e-5, f"{name}: transformers' {k} differs from ours by {err:.1e}"
+      print(f"  {name} ({arch}): transformers' {k} is ours within {err:.1e}")
+    io.update(ref)
+    np.savez(io_path, **io)
+    print(f"wrote {io_path}: {os.path.getsize(io_path)} bytes")
+
+
+# Our models exported as Hugging Face directories (transformers loads them in `hf`).
+OURS_EXPORT = {
+    "hf_export_siglip": dict(
+        image=dict(width=32, depth=2, mlp_dim=48, num_heads=4, patch_size=(8, 8), image_size=32,
+                   pool_type="map", scan=True),
+        text=dict(width=24, depth=3, mlp_dim=40, num_heads=2, vocab_size=HF_VOCAB,
+                  max_len=HF_MAX_LEN, pool_type="last", act="gelu"),
+        out_dim=(None, 32), temperature_init=10.0, bias_init=-10.0),
+    "hf_export_clip": dict(
+        image=dict(width=32, depth=2, mlp_dim=48, num_heads=2, patch_size=(8, 8),
+                   image_size=32, pool_type="tok", posemb_cls=True, ln_pre=True,
+                   patch_bias=False, head_bias=False, act="quick_gelu", ln_eps=1e-5),
+        text=dict(width=24, depth=2, mlp_dim=40, num_heads=2, vocab_size=HF_VOCAB,
+                  max_len=HF_MAX_LEN, causal=True, pool_type="argmax", head_bias=False,
+                  act="quick_gelu", ln_eps=1e-5),
+        out_dim=16, temperature_init=14.3, bias_init=None),
+}
+
+
+def _ours() -> None:
+  """Our random models exported with weights.export(..., 'hf'), with our embeddings."""
+  import jax
+  from big_vision_lite import weights
+  from big_vision_lite.models.two_towers import TwoTowers
+
+  for seed, (name, config) in enumerate(OURS_EXPORT.items()):
+    model = TwoTowers(**config)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), *model.example_inputs())["params"]
+    rng = np.random.default_rng(50 + seed)
+    params = jax.tree.map(lambda s: (0.3 * rng.normal(size=s.shape)).astype(np.float32), shapes)
+    images = _images(rng, 32)
+    texts = _hf_texts(rng, HF_VOCAB - 1 if "clip" in name else None).astype(np.int32)
+    zimg, ztxt, _ = model.apply({"params": params}, images, texts)
+    weights.export(params, config, os.path.join(HERE, name), "hf")
+    _save_io(os.path.join(HERE, f"{name}_io.npz"), config, images=images, texts=texts,
+             img_emb=np.asarray(zimg), txt_emb=np.asarray(ztxt))
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("reference", choices=["bigvision", "openclip"])
+  parser.add_argument("reference", choices=["bigvision", "openclip", "ours", "hf"])
   args = parser.parse_args(argv)
-  {"bigvision": _bigvision, "openclip": _openclip}[args.reference]()
+  {"bigvision": _bigvision, "openclip": _openclip, "ours": _ours, "hf": _hf}[args.reference]()
 
 
 if __name__ == "__main__":
