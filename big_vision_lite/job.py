@@ -123,7 +123,12 @@ def zeroshot_head(config: ml_collections.ConfigDict, params, mesh=None) -> dict:
 
 
 def tokenizer_spec(config: ml_collections.ConfigDict) -> str:
-  return config.input.tokenizer or tok_lib.SHAPES_MODEL
+  """config.input.tokenizer; else the tokenizer a Hugging Face model_init directory carries;
+  else the shipped shapes tokenizer."""
+  if config.input.tokenizer:
+    return config.input.tokenizer
+  return (config.get("model_init") and weights.hf.tokenizer_spec(config.model_init)
+          or tok_lib.SHAPES_MODEL)
 
 
 def check_vocab(config: ml_collections.ConfigDict) -> None:

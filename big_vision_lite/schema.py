@@ -523,7 +523,8 @@ INPUT = Section(dict(
     pp=Str(None, "preprocessing op string; None: the built-in shapes stream", nullable=True),
     tokenizer=Str(None, "sentencepiece .model path, `'clip'` (CLIP's BPE), a CLIP vocabulary "
                   ".txt.gz or a tokenizer.json, optionally with `:pad=ID` (big_vision's SigLIP "
-                  "models pad with 1); None: the shipped shapes tokenizer", nullable=True),
+                  "models pad with 1); None: the tokenizer of a Hugging Face model_init "
+                  "directory, else the shipped shapes tokenizer", nullable=True),
     seed=Int(0, "shuffling and augmentation seed (grain pipelines)"),
     num_workers=Int(0, "grain preprocessing worker processes", min=0),
     max_consecutive_skips=Int(100, "stop when this many records in a row fail preprocessing",
@@ -611,8 +612,9 @@ SCHEMA = Section(dict(
                            "list of strings with one '{}'"),
     ), help="task='classify'"),
     model_init=Str(None, "checkpoint whose parameters initialise the model: a big_vision .npz, "
-                   "an open_clip / OpenAI .safetensors (.pt/.bin with torch), or a run's Orbax "
-                   "checkpoint; a resumed run restores its own checkpoint instead", nullable=True),
+                   "an open_clip / OpenAI .safetensors (.pt/.bin with torch), a Hugging Face "
+                   "transformers directory or `hf:ORG/NAME`, or a run's Orbax checkpoint; a "
+                   "resumed run restores its own checkpoint instead", nullable=True),
     model_load=Section(dict(
         dont_load=Seq(_Regex(), (), "parameter-name regexes that keep their fresh "
                       "initialisation instead (e.g. `('img/head/.*',)`)"),
