@@ -443,6 +443,11 @@ VIT = Section(dict(
     patch_bias=Bool(True, "the patch embedding has a bias (False for OpenAI CLIP)"),
     posemb_cls=Bool(False, "the position embedding also covers the class token (OpenAI CLIP; "
                     "needs pool_type='tok')"),
+    naflex=Bool(False, "NaFlex (SigLIP 2): takes patches of images at their own aspect ratio "
+                "(the `naflex` op), Dense patch embedding, position grid resized per image; "
+                "pool_type `map` or `gap`; image_size unused (docs/naflex.md)"),
+    posemb_grid=Int(16, "NaFlex: side G of the learned G x G position-embedding grid",
+                    positive=True),
     **_CLIP_OPTIONS,
     **_TOWER_COMMON,
 ), help="ViT image tower")
