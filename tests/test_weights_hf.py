@@ -28,11 +28,15 @@ def _io(name):
 
 
 def _embed(config, params, io):
-  return jax.jit(TwoTowers(**config).apply)({"params": params}, io["images"], io["texts"])
+  image = ({k: io[k] for k in ("patches", "yidx", "xidx", "mask")} if "patches" in io
+           else io["images"])
+  return jax.jit(TwoTowers(**config).apply)({"params": params}, image, io["texts"])
 
 
-@pytest.mark.parametrize("name", ["hf_siglip", "hf_clip"])
+@pytest.mark.parametrize("name", ["hf_siglip", "hf_clip", "hf_siglip2"])
 def test_transformers_directory_gives_transformers_outputs(name):
+  """hf_siglip2 is NaFlex: four aspect ratios, three padded, grids down- and up-sampled from
+  the 4 x 4 position grid."""
   path, io = os.path.join(DATA, name), _io(name)
   config = weights.hf_config(path)
   zimg, ztxt, out = _embed(config, weights.load_params(path, config), io)
@@ -52,6 +56,16 @@ def test_hf_config_reads_sizes_activation_and_epsilon():
   config = weights.hf_config(os.path.join(DATA, "hf_siglip"))
   assert config["text"]["act"] == "gelu_tanh" and config["text"]["ln_eps"] == 1e-6
   assert config["out_dim"] == (None, 32) and config["text"]["vocab_size"] == 128
+
+
+def test_naflex_checkpoint_for_a_square_model_and_the_reverse_say_which_option():
+  naflex = weights.hf_config(os.path.join(DATA, "hf_siglip2"))
+  assert naflex["image"]["naflex"] and naflex["image"]["posemb_grid"] == 4
+  square = weights.hf_config(os.path.join(DATA, "hf_siglip"))
+  with pytest.raises(weights.WeightsError, match=r"is a NaFlex model.*naflex=True, posemb_grid=4"):
+    weights.load_params(os.path.join(DATA, "hf_siglip2"), square)
+  with pytest.raises(weights.WeightsError, match=r"fixed-resolution model.*naflex=False"):
+    weights.load_params(os.path.join(DATA, "hf_siglip"), naflex)
 
 
 def test_open_clip_siglip_timm_trunk_gives_open_clip_outputs():
@@ -108,9 +122,11 @@ def test_repo_id_resolves_through_the_hub_cache(tmp_path, monkeypatch):
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   config = weights.hf_config("hf:acme/tiny-siglip")
   assert config == weights.hf_config(os.path.join(DATA, "hf_siglip"))
-  io = _io("hf_siglip")
-  zimg, _, _ = _embed(config, weights.load_params("hf:acme/tiny-siglip", config), io)
-  np.testing.assert_allclose(zimg, io["img_emb"], atol=1e-5, rtol=0)
+  from safetensors.numpy import load_file
+  loaded = dict(pytree.named_leaves(weights.load_params("hf:acme/tiny-siglip", config)))
+  ref = load_file(os.path.join(DATA, "hf_siglip", hf.SAFETENSORS))  # (the parity test's file)
+  np.testing.assert_array_equal(loaded["txt/Embed_0/embedding"],
+                                ref["text_model.embeddings.token_embedding.weight"])
   with pytest.raises(hf.HFError, match=r"hf:acme/absent: not in the Hugging Face cache"):
     weights.hf_config("hf:acme/absent")
 
@@ -132,7 +148,7 @@ def test_directory_weights_into_another_architecture_say_how_to_build_it():
     weights.load_params(os.path.join(DATA, "hf_siglip"), config)
 
 
-@pytest.mark.parametrize("name", ["hf_export_siglip", "hf_export_clip"])
+@pytest.mark.parametrize("name", ["hf_export_siglip", "hf_export_clip", "hf_export_siglip2"])
 def test_our_export_is_what_transformers_loaded_with_our_embeddings(tmp_path, name):
   """The committed export gave transformers' embeddings (hf_*) equal to ours when it was made;
   today's exporter must write the same directory, and our model still give those embeddings."""
@@ -143,6 +159,7 @@ def test_our_export_is_what_transformers_loaded_with_our_embeddings(tmp_path, na
   np.testing.assert_allclose(zimg, io["hf_img_emb"], atol=1e-5, rtol=0)
   np.testing.assert_allclose(ztxt, io["hf_txt_emb"], atol=1e-5, rtol=0)
   assert weights.hf_config(path)["image"]["width"] == 32
+  assert weights.hf_config(path)["image"].get("naflex", False) == ("siglip2" in name)
   weights.export(params, config, str(tmp_path / "again"), "hf")
   with open(os.path.join(path, hf.CONFIG)) as f, open(tmp_path / "again" / hf.CONFIG) as g:
     assert json.load(f) == json.load(g)

@@ -14,7 +14,8 @@
   `visual.trunk.*`) or a Hugging Face `transformers` model; the layout is told by its keys
   (weights/open_clip.py holds the mapping mechanism and open_clip's tables);
 - a Hugging Face `transformers` model directory (config.json + model.safetensors, or shards
-  listed in model.safetensors.index.json) of SiglipModel or CLIPModel, or a repository id
+  listed in model.safetensors.index.json) of SiglipModel, Siglip2Model (NaFlex) or CLIPModel,
+  or a repository id
   `hf:ORG/NAME` from huggingface_hub's cache (weights/hf.py). `hf_config(path)` gives the
   model config that matches it.
 
@@ -246,6 +247,25 @@ def _check(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]], keep: 
                        "sizes, or list these parameters in dont_load.")
 
 
+def _check_patch_embedding(flat, want, path: str) -> None:
+  """A NaFlex checkpoint (Dense patch embedding, G x G position grid) for a square-image model,
+  or the reverse, is named as such."""
+  name = "img/embedding/kernel"
+  if name not in flat or name not in want or np.ndim(flat[name]) == len(want[name]):
+    return
+  if np.ndim(flat[name]) == 2:
+    grid = np.shape(flat.get("img/pos_embedding", ()))[:1] or ("G",)
+    raise WeightsError(
+        f"checkpoint {path} is a NaFlex model (Dense patch embedding {np.shape(flat[name])}, a "
+        f"{grid[0]} x {grid[0]} position grid) but model.image is a fixed-resolution ViT: set "
+        f"model.image.naflex=True, posemb_grid={grid[0]} (weights.hf_config(path) does so for a "
+        "Hugging Face directory)")
+  raise WeightsError(
+      f"checkpoint {path} is a fixed-resolution model (convolutional patch embedding "
+      f"{np.shape(flat[name])}) but model.image has naflex=True: set model.image.naflex=False "
+      "and its image_size")
+
+
 def _first(lines: list[str], count: int = 40) -> str:
   more = [f"  ... and {len(lines) - count} more"] if len(lines) > count else []
   return "\n".join(lines[:count] + more)
@@ -292,6 +312,7 @@ def load_params(path: str, model_config, *, init_params=None, dont_load: Sequenc
   extra: list[str] = []
   if layout:
     flat, extra = open_clip.convert(flat, *_table(layout, model_config))
+  _check_patch_embedding(flat, want, path)
   flat = _fit(flat, want, model_config)
   _check_vocab(flat, want, keep, tokenizer, path)
   _check(flat, want, keep, extra, path, layout)
@@ -355,7 +376,8 @@ def export(params, model_config, path: str, format: str,  # pylint: disable=rede
            tokenizer: str | None = None) -> None:
   """Writes `params` to `path`: 'npz' in big_vision's layout (flat '/'-joined names, as the
   model holds them), 'safetensors' as an open_clip CLIP state dict (float32), or 'hf' as a
-  Hugging Face transformers directory (SiglipModel or CLIPModel: config.json, model.safetensors
+  Hugging Face transformers directory (SiglipModel, Siglip2Model for NaFlex, or CLIPModel:
+  config.json, model.safetensors
   and, given the run's `tokenizer` spec, its file). Each file is written whole or not at all."""
   model_config = _plain(model_config)
   flat = {n: np.asarray(x, np.float32) for n, x in pytree.named_leaves(jax.device_get(params))}

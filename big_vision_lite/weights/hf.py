@@ -4,7 +4,8 @@
   params = weights.load_params("path/or/hf:...", config)
 
 Supported classes (ARCHITECTURES): `SiglipModel` (SigLIP and fixed-resolution SigLIP 2),
-`Siglip2Model` (SigLIP 2 NaFlex, when the ViT has its NaFlex option) and `CLIPModel`. A model
+`Siglip2Model` (SigLIP 2 NaFlex: the ViT's `naflex=True`, its position grid `posemb_grid`) and
+`CLIPModel`. A model
 directory holds `config.json` and `model.safetensors` (or shards listed in
 `model.safetensors.index.json`, or `pytorch_model.bin` when torch is installed); a
 `model.safetensors` file alone loads too, its class read from its keys. `hf:ORG/NAME` is a
@@ -16,6 +17,7 @@ applied forwards to load and backwards to export).
 """
 
 import json
+import math
 import os
 from typing import Any, Iterator
 
@@ -248,11 +250,16 @@ def model_config(config: dict[str, Any], where: str = "config.json") -> dict[str
   if not vision["vision_use_head"]:
     raise HFError(f"{where}: vision_use_head=False (no attention-pooling head): SiglipModel "
                   "directories here need the MAP head")
-  if arch == "Siglip2Model":
-    raise HFError(f"{where}: Siglip2Model (NaFlex) needs the ViT's NaFlex option, which this "
-                  f"version does not have; supported: SiglipModel, CLIPModel")
   proj = text.get("projection_size") or text["hidden_size"]
-  return dict(image=dict(img, image_size=vision["image_size"], pool_type="map"),
+  if arch == "Siglip2Model":  # NaFlex: the position embedding is a square grid of num_patches.
+    grid = math.isqrt(vision["num_patches"])
+    if grid * grid != vision["num_patches"]:
+      raise HFError(f"{where}: vision_config.num_patches={vision['num_patches']} is not a square "
+                    "number (the position-embedding grid is num_patches = G * G)")
+    image = dict(img, naflex=True, posemb_grid=grid)
+  else:
+    image = dict(img, image_size=vision["image_size"])
+  return dict(image=dict(image, pool_type="map"),
               text=dict(txt, pool_type="last"), out_dim=(None, proj),
               temperature_init=10.0, bias_init=-10.0)
 
@@ -317,7 +324,7 @@ def _problems(model_config: dict[str, Any], arch: str) -> list[str]:
     act = model_config[tower].get("act", "gelu_tanh")
     if act not in ACTS_OUT:
       problems.append(f"model.{tower}.act={act!r} (transformers has {sorted(ACTS_OUT)})")
-  if not image.get("image_size"):
+  if not image.get("image_size") and arch != "Siglip2Model":
     problems.append("model.image.image_size is not set (config.json records it)")
   if not text.get("max_len"):
     problems.append("model.text.max_len is not set (config.json records it)")
@@ -325,7 +332,10 @@ def _problems(model_config: dict[str, Any], arch: str) -> list[str]:
 
 
 def architecture(model_config: dict[str, Any]) -> str:
-  """The transformers class for our model: CLIPModel for class-token ViTs, else SiglipModel."""
+  """The transformers class for our model: Siglip2Model for the NaFlex ViT, CLIPModel for
+  class-token ViTs, else SiglipModel."""
+  if model_config["image"].get("naflex"):
+    return "Siglip2Model"
   return "CLIPModel" if model_config["image"].get("pool_type") == "tok" else "SiglipModel"
 
 
@@ -348,8 +358,14 @@ def export_config(model_config: dict[str, Any]) -> dict[str, Any]:
 
   text_config = dict(tower(text, txt), vocab_size=txt["vocab_size"],
                      max_position_embeddings=txt["max_len"])
-  vision_config = dict(tower(img, image), image_size=image["image_size"],
-                       patch_size=img["patch_size"][0], num_channels=3)
+  vision_config = dict(tower(img, image), patch_size=img["patch_size"][0], num_channels=3)
+  if arch == "Siglip2Model":
+    vision_config.update(num_patches=image.get("posemb_grid", 16) ** 2)
+  else:
+    vision_config.update(image_size=image["image_size"])
+  if img["patch_size"][0] != img["patch_size"][1]:
+    raise HFError(f"cannot export as a Hugging Face {arch}: patch_size {img['patch_size']} is not "
+                  "square (transformers' patch_size is one number)")
   dims = model_config["out_dim"]
   dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims, dims)
   if arch == "CLIPModel":
@@ -365,8 +381,8 @@ def export_config(model_config: dict[str, Any]) -> dict[str, Any]:
                   "directly)")
   text_config.update(projection_size=dims[1])
   vision_config.update(vision_use_head=True)
-  return dict(architectures=[arch], model_type="siglip", text_config=text_config,
-              vision_config=vision_config, torch_dtype="float32")
+  return dict(architectures=[arch], model_type=arch[:-len("Model")].lower(),
+              text_config=text_config, vision_config=vision_config, torch_dtype="float32")
 
 
 def export_state(flat: dict[str, np.ndarray], model_config: dict[str, Any]
@@ -390,8 +406,10 @@ def tokenizer_files(spec: str | None, arch: str) -> dict[str, str]:
   if not spec:
     return {}
   path, _, pad = spec.partition(":pad=")
-  if arch == "SiglipModel" and path.endswith(".model") and os.path.exists(path):
-    return {("spiece.model" if pad == "1" else "tokenizer.model"): path}
+  if arch in ("SiglipModel", "Siglip2Model") and path.endswith(".model") and os.path.exists(path):
+    if arch == "SiglipModel" and pad == "1":
+      return {"spiece.model": path}
+    return {"tokenizer.model": path} if not pad or pad == "0" else {}
   if arch == "CLIPModel" and path.endswith(".json") and os.path.exists(path):
     return {"tokenizer.json": path}
   return {}

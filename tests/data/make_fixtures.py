@@ -319,8 +319,45 @@ HF_MODELS = {
                          bos_token_id=HF_VOCAB - 2, eos_token_id=HF_VOCAB - 1),
         vision_config=dict(HF_TOWER, image_size=32, patch_size=8), projection_dim=24), 30),
 }
+HF_MODELS["hf_siglip2"] = ("Siglip2Config", dict(  # NaFlex: a 4 x 4 position grid
+    text_config=dict(HF_TOWER, vocab_size=HF_VOCAB, max_position_embeddings=HF_MAX_LEN),
+    vision_config=dict(HF_TOWER, num_patches=16, patch_size=8)), 60)
+# NaFlex images: (patch rows, patch columns) of each, padded to NAFLEX_LEN patches. Four aspect
+# ratios; grids both smaller and larger than the 4 x 4 position grid, so it is down- and
+# up-sampled; three of the four padded.
+NAFLEX_SHAPES, NAFLEX_LEN, NAFLEX_PATCH = ((2, 5), (4, 3), (3, 3), (1, 6)), 12, 8
 # Our exports (written by `make_fixtures.py ours`), which transformers must load.
-EXPORTS = {"hf_export_siglip": "SiglipModel", "hf_export_clip": "CLIPModel"}
+EXPORTS = {"hf_export_siglip": "SiglipModel", "hf_export_clip": "CLIPModel",
+           "hf_export_siglip2": "Siglip2Model"}
+
+
+def _naflex_inputs(rng: np.random.Generator) -> dict:
+  """Patches [B, N, P*P*3] ((row, column, channel) order within a patch, as transformers'
+  Siglip2ImageProcessor flattens them), random at padding too (no output may depend on it);
+  yidx/xidx in row-major order over each image's grid, 0 at padding; mask; and transformers'
+  spatial_shapes [B, 2]."""
+  dim = NAFLEX_PATCH * NAFLEX_PATCH * 3
+  out = dict(patches=rng.uniform(-1, 1, (BATCH, NAFLEX_LEN, dim)).astype(np.float32),
+             yidx=np.zeros((BATCH, NAFLEX_LEN), np.int32),
+             xidx=np.zeros((BATCH, NAFLEX_LEN), np.int32),
+             mask=np.zeros((BATCH, NAFLEX_LEN), bool),
+             spatial_shapes=np.array(NAFLEX_SHAPES, np.int64))
+  for b, (h, w) in enumerate(NAFLEX_SHAPES):
+    out["yidx"][b, :h * w], out["xidx"][b, :h * w] = np.divmod(np.arange(h * w), w)
+    out["mask"][b, :h * w] = True
+  return out
+
+
+def _hf_forward(model, io: dict, texts):
+  """transformers' forward on our inputs: NHWC images, or NaFlex patches for Siglip2Model."""
+  import torch
+  if "patches" in io:
+    image = dict(pixel_values=torch.from_numpy(io["patches"]),
+                 pixel_attention_mask=torch.from_numpy(io["mask"].astype(np.int64)),
+                 spatial_shapes=torch.from_numpy(io["spatial_shapes"]))
+  else:
+    image = dict(pixel_values=torch.from_numpy(io["images"]).permute(0, 3, 1, 2))
+  return model(input_ids=torch.from_numpy(np.asarray(texts)).long(), **image)
 TIMM_SIGLIP = dict(
     embed_dim=32, init_logit_bias=-10.0,
     vision_cfg=dict(image_size=32, timm_model_name="vit_base_patch16_siglip_224",
@@ -371,14 +408,13 @@ def _hf() -> None:
     model.eval()
     init, state = _torch_perturb(model, torch.Generator().manual_seed(seed + 1))
     rng = np.random.default_rng(seed)
-    images = _images(rng, 32)
+    inputs = _naflex_inputs(rng) if name == "hf_siglip2" else dict(images=_images(rng, 32))
     texts = _hf_texts(rng, HF_VOCAB - 1 if name == "hf_clip" else None)
 
     @torch.no_grad()
-    def run(flat: dict, model=model, images=images, texts=texts) -> dict:
+    def run(flat: dict, model=model, inputs=inputs, texts=texts) -> dict:
       model.load_state_dict({k: torch.as_tensor(v) for k, v in flat.items()}, strict=True)
-      out = model(pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2),
-                  input_ids=torch.from_numpy(texts))
+      out = _hf_forward(model, inputs, texts)
       res = dict(img_emb=out.image_embeds.numpy(), txt_emb=out.text_embeds.numpy(),
                  logit_scale=model.logit_scale.detach().numpy().copy())
       if hasattr(model, "logit_bias"):
@@ -393,7 +429,7 @@ def _hf() -> None:
     print(f"wrote {out_dir}: {os.listdir(out_dir)}, "
           f"{os.path.getsize(os.path.join(out_dir, 'model.safetensors'))} bytes of weights")
     _save_io(os.path.join(HERE, f"{name}_io.npz"), dict(config_class=config_class, **kwargs),
-             images=images, texts=texts.astype(np.int32), **outputs)
+             **inputs, texts=texts.astype(np.int32), **outputs)
 
   # open_clip's SigLIP: CustomTextCLIP with a timm trunk, the trunk made tiny.
   torch.manual_seed(40)
@@ -436,8 +472,7 @@ def _hf() -> None:
     with np.load(io_path) as z:
       io = dict(z)
     with torch.no_grad():
-      out = model(pixel_values=torch.from_numpy(io["images"]).permute(0, 3, 1, 2),
-                  input_ids=torch.from_numpy(io["texts"]).long())
+      out = _hf_forward(model, io, io["texts"])
     ref = dict(hf_img_emb=out.image_embeds.numpy(), hf_txt_emb=out.text_embeds.numpy())
     for k in ("img_emb", "txt_emb"):
       err = float(np.max(np.abs(ref[f"hf_{k}"] - io[k])))
@@ -464,6 +499,12 @@ OURS_EXPORT = {
                   max_len=HF_MAX_LEN, causal=True, pool_type="argmax", head_bias=False,
                   act="quick_gelu", ln_eps=1e-5),
         out_dim=16, temperature_init=14.3, bias_init=None),
+    "hf_export_siglip2": dict(
+        image=dict(width=32, depth=2, mlp_dim=48, num_heads=4, patch_size=(NAFLEX_PATCH,) * 2,
+                   naflex=True, posemb_grid=4, pool_type="map"),
+        text=dict(width=24, depth=2, mlp_dim=40, num_heads=2, vocab_size=HF_VOCAB,
+                  max_len=HF_MAX_LEN, pool_type="last"),
+        out_dim=(None, 32), temperature_init=10.0, bias_init=-10.0),
 }
 
 
@@ -478,11 +519,14 @@ def _ours() -> None:
     shapes = jax.eval_shape(model.init, jax.random.key(0), *model.example_inputs())["params"]
     rng = np.random.default_rng(50 + seed)
     params = jax.tree.map(lambda s: (0.3 * rng.normal(size=s.shape)).astype(np.float32), shapes)
-    images = _images(rng, 32)
+    inputs = (_naflex_inputs(rng) if config["image"].get("naflex")
+              else dict(images=_images(rng, 32)))
     texts = _hf_texts(rng, HF_VOCAB - 1 if "clip" in name else None).astype(np.int32)
-    zimg, ztxt, _ = model.apply({"params": params}, images, texts)
+    image = ({k: inputs[k] for k in ("patches", "yidx", "xidx", "mask")} if "patches" in inputs
+             else inputs["images"])
+    zimg, ztxt, _ = model.apply({"params": params}, image, texts)
     weights.export(params, config, os.path.join(HERE, name), "hf")
-    _save_io(os.path.join(HERE, f"{name}_io.npz"), config, images=images, texts=texts,
+    _save_io(os.path.join(HERE, f"{name}_io.npz"), config, **inputs, texts=texts,
              img_emb=np.asarray(zimg), txt_emb=np.asarray(ztxt))
 
 
