@@ -502,6 +502,8 @@ SOURCE = Variant("name", {
         Str("shapes", "the embedded shapes dataset"),
         seed=Int(0, "which shapes universe (examples are a function of seed, split, index)"),
         image_size=Int(None, "drawn resolution; None: model.image.image_size", nullable=True),
+        aspect=Float(1.0, "non-square canvases: width / height drawn from 1:aspect to aspect:1 "
+                     "(1: square), squashed to image_size or kept by NaFlex", min=1),
         split=Str("train", "shapes split (grain pipelines)",
                   choices=("train", "validation", "test")),
         size=Int(1 << 20, "examples in the finite source (grain pipelines)", positive=True),
@@ -530,6 +532,9 @@ INPUT = Section(dict(
                   ".txt.gz or a tokenizer.json, optionally with `:pad=ID` (big_vision's SigLIP "
                   "models pad with 1); None: the tokenizer of a Hugging Face model_init "
                   "directory, else the shipped shapes tokenizer", nullable=True),
+    seq_lengths=Seq(Int(positive=True), None, "NaFlex (model.image.naflex): patches per image, "
+                    "drawn per batch from this list, e.g. (128, 256, 576, 784, 1024); the op "
+                    "string leaves images at their own size", nullable=True),
     seed=Int(0, "shuffling and augmentation seed (grain pipelines)"),
     num_workers=Int(0, "grain preprocessing worker processes", min=0),
     max_consecutive_skips=Int(100, "stop when this many records in a row fail preprocessing",

@@ -448,6 +448,43 @@ def test_npz_export_of_a_big_vision_checkpoint_reproduces_it():
   os.remove(out)
 
 
+def _naflex_config(ref, **image):
+  """Our TwoTowers config for big_vision's NaFlex two_towers config."""
+  bv = ref["image"]
+  return dict(image={**dict(width=bv["width"], depth=bv["depth"], mlp_dim=bv["mlp_dim"],
+                            num_heads=bv["num_heads"], pool_type=bv["pool_type"],
+                            patch_size=(4, 4), naflex=True, posemb_grid=bv["nposemb"]), **image},
+              text=dict(ref["text"], max_len=8), out_dim=ref["out_dim"],
+              temperature_init=ref["temperature_init"], bias_init=ref["bias_init"])
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_big_vision_naflex_checkpoint_gives_big_vision_outputs(scan):
+  """4 images of aspect ratios 1:4 to 8:3, padded: big_vision's naflex_vit.py embeddings."""
+  io = _fixture("bv_naflex_io.npz")
+  config = _naflex_config(io["config"], scan=scan)
+  params = weights.load_params(os.path.join(DATA, "bv_naflex.npz"), config)
+  images = {k: io[k] for k in ("patches", "yidx", "xidx", "mask")}
+  out = _assert_outputs(config, params, dict(io, images=images))
+  np.testing.assert_allclose(out["b"], io["b"][0], rtol=1e-6)
+
+
+def test_naflex_and_square_checkpoints_refuse_the_other_config():
+  naflex = _fixture("bv_naflex_io.npz")
+  with pytest.raises(weights.WeightsError, match="is a NaFlex image tower .* set "
+                                                 "model.image.naflex=True"):
+    weights.load_params(os.path.join(DATA, "bv_naflex.npz"),
+                        _big_vision_config(dict(naflex["config"], image=dict(
+                            patch_size=(4, 4), width=32, depth=2, mlp_dim=64, num_heads=2))))
+  with pytest.raises(weights.WeightsError, match="posemb_grid=4"):
+    weights.load_params(os.path.join(DATA, "bv_naflex.npz"),
+                        _naflex_config(naflex["config"], posemb_grid=16))
+  square = _fixture("bv_siglip_io.npz")
+  with pytest.raises(weights.WeightsError, match="is a square-image ViT .*model.image.naflex=True: set naflex=False"):
+    weights.load_params(os.path.join(DATA, "bv_siglip.npz"),
+                        _naflex_config(dict(square["config"], image=naflex["config"]["image"])))
+
+
 @pytest.mark.parametrize("name,bias", [("oc_vit", False), ("oc_vit_bias", True),
                                        ("oc_resnet", False)])
 def test_open_clip_state_dict_gives_open_clip_outputs(tmp_path, name, bias):

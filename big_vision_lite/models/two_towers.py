@@ -15,7 +15,7 @@ import numpy as np
 
 from big_vision_lite.models.resnet import ResNet
 from big_vision_lite.models.text import TextTransformer
-from big_vision_lite.models.vit import ViT
+from big_vision_lite.models.vit import ViT, decode_variant
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 IMAGE_TOWERS = {"vit": ViT, "resnet": ResNet}  # model.image['type'] -> tower
@@ -31,7 +31,9 @@ def image_tower_type(image: dict[str, Any]) -> str:
 
 def naflex_example(image: dict[str, Any], batch: int, seq_len: int) -> dict[str, np.ndarray]:
   """Zero NaFlex input (see vit.ViT) of `seq_len` patches for the image tower config `image`."""
-  patch = image.get("patch_size") or ViT(variant=image.get("variant")).hparams()["patch_size"]
+  patch = image.get("patch_size") or decode_variant(image.get("variant")).get("patch_size")
+  if not patch:
+    raise ValueError("the NaFlex ViT needs a patch size: a variant such as 'B/16' or patch_size")
   idx = np.arange(seq_len, dtype=np.int32)
   return {"patches": np.zeros((batch, seq_len, patch[0] * patch[1] * 3), np.float32),
           "yidx": np.tile(idx // 4, (batch, 1)), "xidx": np.tile(idx % 4, (batch, 1)),

@@ -6,7 +6,8 @@
   weights.export(params, model_config, "out_dir", "hf", tokenizer=spec)  # transformers' layout
 
 `path` holds one of:
-- a big_vision .npz (flat '/'-joined names, with or without a 'params/' prefix);
+- a big_vision .npz (flat '/'-joined names, with or without a 'params/' prefix), SigLIP 2's
+  NaFlex ones included (model.image.naflex=True);
 - an Orbax checkpoint of this project (parameters only): a run's checkpoints/ directory (its
   newest step), one step directory, or the workdir itself;
 - a PyTorch state dict: .safetensors (read without torch), or .pt / .bin when torch is installed
@@ -193,6 +194,30 @@ def resample_posemb(old: np.ndarray, new_tokens: int, num_prefix: int) -> np.nda
   return np.concatenate([old[:, :num_prefix], grid.reshape(1, gs_new ** 2, -1)], axis=1)
 
 
+def _check_naflex(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
+                  path: str) -> None:
+  """A NaFlex checkpoint (Dense patch kernel [P*P*3, D], position grid [G, G, D]) into a square
+  ViT, or the reverse: WeightsError saying which option to set."""
+  name = "img/embedding/kernel"
+  if name not in flat or name not in want or len(want[name]) not in (2, 4):
+    return
+  stored_naflex, model_naflex = flat[name].ndim == 2, len(want[name]) == 2
+  if stored_naflex and not model_naflex:
+    raise WeightsError(f"checkpoint {path} is a NaFlex image tower (Dense patch embedding "
+                       f"{flat[name].shape}) but the model's ViT takes square images: set "
+                       "model.image.naflex=True (and posemb_grid to the checkpoint's position "
+                       "grid side) and feed patches from the `naflex` op")
+  if model_naflex and not stored_naflex:
+    raise WeightsError(f"checkpoint {path} is a square-image ViT (convolutional patch embedding "
+                       f"{flat[name].shape}) but model.image.naflex=True: set naflex=False and "
+                       "image_size, or load a NaFlex checkpoint")
+  pos = flat.get("img/pos_embedding")
+  if pos is not None and pos.shape != want["img/pos_embedding"]:
+    raise WeightsError(f"checkpoint {path}: NaFlex position grid {pos.shape} vs the model's "
+                       f"{want['img/pos_embedding']}: set model.image.posemb_grid="
+                       f"{pos.shape[0]} (and the width to {pos.shape[-1]})")
+
+
 def _fit(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
          model_config: dict[str, Any]) -> dict[str, np.ndarray]:
   """Scan layout, position-embedding resolution and text length fitted to the model."""
@@ -247,25 +272,6 @@ def _check(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]], keep: 
                        "sizes, or list these parameters in dont_load.")
 
 
-def _check_patch_embedding(flat, want, path: str) -> None:
-  """A NaFlex checkpoint (Dense patch embedding, G x G position grid) for a square-image model,
-  or the reverse, is named as such."""
-  name = "img/embedding/kernel"
-  if name not in flat or name not in want or np.ndim(flat[name]) == len(want[name]):
-    return
-  if np.ndim(flat[name]) == 2:
-    grid = np.shape(flat.get("img/pos_embedding", ()))[:1] or ("G",)
-    raise WeightsError(
-        f"checkpoint {path} is a NaFlex model (Dense patch embedding {np.shape(flat[name])}, a "
-        f"{grid[0]} x {grid[0]} position grid) but model.image is a fixed-resolution ViT: set "
-        f"model.image.naflex=True, posemb_grid={grid[0]} (weights.hf_config(path) does so for a "
-        "Hugging Face directory)")
-  raise WeightsError(
-      f"checkpoint {path} is a fixed-resolution model (convolutional patch embedding "
-      f"{np.shape(flat[name])}) but model.image has naflex=True: set model.image.naflex=False "
-      "and its image_size")
-
-
 def _first(lines: list[str], count: int = 40) -> str:
   more = [f"  ... and {len(lines) - count} more"] if len(lines) > count else []
   return "\n".join(lines[:count] + more)
@@ -312,7 +318,7 @@ def load_params(path: str, model_config, *, init_params=None, dont_load: Sequenc
   extra: list[str] = []
   if layout:
     flat, extra = open_clip.convert(flat, *_table(layout, model_config))
-  _check_patch_embedding(flat, want, path)
+  _check_naflex(flat, want, path)
   flat = _fit(flat, want, model_config)
   _check_vocab(flat, want, keep, tokenizer, path)
   _check(flat, want, keep, extra, path, layout)

@@ -7,6 +7,7 @@ Each sub-command runs in its own throwaway environment with the reference code i
   python tests/data/make_fixtures.py openclip    # open-clip-torch and torch installed
   python tests/data/make_fixtures.py ours        # this package: the exports transformers checks
   python tests/data/make_fixtures.py hf          # transformers, open-clip-torch and timm
+  python tests/data/make_fixtures.py naflex      # big_vision's naflex_vit.py, as bigvision
 
 Neither the tests nor the package import this script or the reference code: the fixtures are
 the reference outputs, committed. Every parameter of every model is perturbed with noise after
@@ -165,6 +166,88 @@ def _bigvision() -> None:
           pos_embedding=np.asarray(loaded["img"]["pos_embedding"]),
           image_size=np.array(BV_RESAMPLED_SIZE))
   print("img_emb[0, :4]", outputs["img_emb"][0, :4], "t", outputs["t"], "b", outputs["b"])
+
+
+# big_vision's NaFlex ViT (SigLIP 2) in two_towers: a 4 x 4 learned position grid (16 x 16 in
+# the released models) resized on a 16 x 16 canvas, patch size 4, patches of 4 images of
+# different aspect ratios padded to NF_LEN.
+NF_PATCH, NF_LEN = 4, 40
+NF_GRIDS = [(2, 8), (6, 6), (8, 3), (3, 5)]  # patch rows x columns: 1:4, 1:1, 8:3, 3:5
+NF_MODEL = dict(
+    image_model="proj.image_text.naflex_vit",
+    text_model="proj.image_text.text_transformer",
+    image=dict(width=32, depth=2, mlp_dim=64, num_heads=2, pool_type="map",
+               posemb="learn_2d(16)", nposemb=4),
+    text=dict(vocab_size=BV_VOCAB, width=32, depth=2, mlp_dim=64, num_heads=2),
+    out_dim=24,
+    temperature_init=10.0,
+    bias_init=-10.0,
+)
+
+
+def _naflex_patches(rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """Images of NF_GRIDS' sizes cut into patches in (row, column, channel) order (big_vision's
+  `patchify`), padded to NF_LEN as big_vision pads: zero patches, coordinates and type."""
+  out = {"patches": np.zeros((BATCH, NF_LEN, NF_PATCH * NF_PATCH * 3), np.float32),
+         "yidx": np.zeros((BATCH, NF_LEN), np.int32), "xidx": np.zeros((BATCH, NF_LEN), np.int32),
+         "mask": np.zeros((BATCH, NF_LEN), bool)}
+  for i, (rows, cols) in enumerate(NF_GRIDS):
+    p, n = NF_PATCH, rows * cols
+    image = rng.uniform(-1, 1, (rows * p, cols * p, 3)).astype(np.float32)
+    patches = image.reshape(rows, p, cols, p, 3).transpose(0, 2, 1, 3, 4).reshape(n, -1)
+    out["patches"][i, :n] = patches
+    out["yidx"][i, :n], out["xidx"][i, :n] = np.divmod(np.arange(n), cols)
+    out["mask"][i, :n] = True
+  return out
+
+
+def _naflex() -> None:
+  """Fixture 7: big_vision's NaFlex two_towers (.npz) and its embeddings of padded patches."""
+  import jax
+  from big_vision import utils
+  from big_vision.models.proj.image_text import two_towers
+
+  rng = np.random.default_rng(7)
+  inputs = _naflex_patches(rng)
+  texts = _bv_texts(rng)
+  # big_vision's NaFlex input: (patches, type (1 patch, 0 padding), y, x).
+  bv_image = (inputs["patches"], inputs["mask"].astype(np.int32), inputs["yidx"], inputs["xidx"])
+  model = two_towers.Model(**NF_MODEL)
+  init = jax.tree.map(np.asarray, model.init(jax.random.PRNGKey(8), bv_image, texts)["params"])
+  leaves, treedef = jax.tree.flatten(init)
+  keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
+  params = treedef.unflatten([np.asarray(x + NOISE * jax.random.normal(k, x.shape, x.dtype))
+                              for x, k in zip(leaves, keys)])
+  assert params["img"]["pos_embedding"].shape == (4, 4, 32)
+  assert params["img"]["embedding"]["kernel"].shape == (NF_PATCH * NF_PATCH * 3, 32)
+
+  def run(p):
+    zimg, ztxt, out = model.apply({"params": p}, bv_image, texts)
+    return dict(img_emb=np.asarray(zimg), txt_emb=np.asarray(ztxt), t=np.asarray(out["t"]),
+                b=np.asarray(out["b"]))
+
+  outputs = run(params)
+  flat = lambda tree: dict(utils.tree_flatten_with_names(tree)[0])
+  _check_sensitive(lambda p: run(utils.recover_tree(*zip(*p.items()))), flat(params), flat(init),
+                   exempt=lambda name: name.endswith("key/bias"))
+  # Padding is ignored: the same images without it (each alone) give the same embeddings.
+  for i, (rows, cols) in enumerate(NF_GRIDS):
+    n = rows * cols
+    alone = tuple(x[i:i + 1, :n] for x in bv_image)
+    zimg, _, _ = model.apply({"params": params}, alone, texts[i:i + 1])
+    np.testing.assert_allclose(np.asarray(zimg)[0], outputs["img_emb"][i], atol=1e-5)
+
+  path = os.path.join(HERE, "bv_naflex.npz")
+  names_and_vals, _ = utils.tree_flatten_with_names({"params": params})
+  np.savez(path, **{k: np.asarray(v) for k, v in names_and_vals})
+  print(f"wrote {path}: {len(names_and_vals)} arrays, {os.path.getsize(path)} bytes")
+  loaded = utils.load_params(path)
+  assert jax.tree.all(jax.tree.map(np.array_equal, loaded, params))
+  io_path = os.path.join(HERE, "bv_naflex_io.npz")
+  np.savez(io_path, config=np.array(json.dumps(NF_MODEL, sort_keys=True)), texts=texts,
+           patch_size=np.array(NF_PATCH), **inputs, **outputs)
+  print(f"wrote {io_path}: {os.path.getsize(io_path)} bytes")
+  print("img_emb[0, :4]", outputs["img_emb"][0, :4])
 
 
 # open_clip: OpenAI-style CLIP (QuickGELU, ln_pre, class token, causal text mask, argmax/EOT
@@ -532,9 +615,10 @@ def _ours() -> None:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("reference", choices=["bigvision", "openclip", "ours", "hf"])
+  parser.add_argument("reference", choices=["bigvision", "openclip", "naflex", "ours", "hf"])
   args = parser.parse_args(argv)
-  {"bigvision": _bigvision, "openclip": _openclip, "ours": _ours, "hf": _hf}[args.reference]()
+  {"bigvision": _bigvision, "openclip": _openclip, "naflex": _naflex, "ours": _ours,
+   "hf": _hf}[args.reference]()
 
 
 if __name__ == "__main__":
