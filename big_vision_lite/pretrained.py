@@ -48,6 +48,7 @@ _SIGLIP2_TOK = "gemma_tokenizer.model"  # Replaced by the path given as tokenize
 _SIGLIP2_FILES = "https://storage.googleapis.com/big_vision/siglip2/"
 SIGLIP2_TOKENIZER = "https://storage.googleapis.com/big_vision/gemma_tokenizer.model"
 _G_OPT = dict(width=1536, depth=40, mlp_dim=6144, num_heads=16)  # g-opt/16's image tower
+NAFLEX_SEQ_LEN = 256  # The sequence length of the published NaFlex figures.
 
 
 def _siglip2(name: str, title: str, image: str | dict, size: int, text: str, dim: int,
@@ -98,6 +99,17 @@ RELEASED = {
         "gopt16_256": ("g-opt/16", _G_OPT, 256, "So400m", 1536, 84.5),
         "gopt16_384": ("g-opt/16", _G_OPT, 384, "So400m", 1536, 85.0),
     }.items()},
+    # NaFlex: one model for every aspect ratio and sequence length (seq_len=N patches).
+    **{f"siglip2_{name}_naflex": Released(
+        f"SigLIP 2 {title} NaFlex, seq_len patches (default {NAFLEX_SEQ_LEN})",
+        f"{_SIGLIP2_FILES}siglip2_{name}_naflex.npz",
+        dict(image=dict(variant=title, naflex=True, posemb_grid=16, pool_type="map"),
+             text=dict(variant=text, vocab_size=256_000, max_len=64, pool_type="last"),
+             out_dim=(None, dim), temperature_init=10.0, bias_init=-10.0),
+        "value_range(-1, 1)|naflex(16, {seq_len})", _SIGLIP2_TOK, imagenet)
+       for name, (title, text, dim, imagenet) in {
+           "b16": ("B/16", "B", 768, 78.5), "so400m16": ("So400m/16", "So400m", 1152, 83.5),
+       }.items()},
     "clip_b32": Released(
         "OpenAI CLIP ViT-B/32", _HUB + "timm/vit_base_patch32_clip_224.openai",
         _clip_vit("B/32", 512, 8, 512), _CLIP_PP.format(224), "clip", 63.32),
@@ -128,9 +140,17 @@ def config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   SIGLIP2_TOKENIZER, padded with 0). Both may be given later instead: --config.model_init=PATH,
   --config.input.tokenizer=PATH (`:pad=1` for SigLIP). A Hugging Face directory that carries its
   tokenizer needs no tokenizer=.
+  NaFlex models also take `seq_len=N`, the patches per image (default NAFLEX_SEQ_LEN).
   """
   release = RELEASED[name]
-  args = config_lib.parse_arg(arg, {"init", "tokenizer"}, f"configs/pretrained/{name}.py")
+  naflex = bool(release.model["image"].get("naflex"))
+  known = {"init", "tokenizer"} | ({"seq_len"} if naflex else set())
+  args = config_lib.parse_arg(arg, known, f"configs/pretrained/{name}.py")
+  seq_len = args.get("seq_len", str(NAFLEX_SEQ_LEN))
+  if not seq_len.isdigit() or int(seq_len) < 1:
+    raise config_lib.ConfigError(f"configs/pretrained/{name}.py: seq_len={seq_len!r} should be a "
+                                 "positive number of patches (e.g. 256)")
+  pp = release.pp.format(seq_len=seq_len)
   tokenizer = release.tokenizer
   init = args.get("init") or ""
   if tokenizer != "clip" and (init.startswith("hf:") or
@@ -152,11 +172,11 @@ def config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   # takes input.tokenizer and the model's max_len.
   c.input = dict(
       data=dict(name="shapes", split="train"),
-      pp=f"{release.pp}|choice(inkey='captions', outkey='text')|tokenize|keep('image', 'labels')",
+      pp=f"{pp}|choice(inkey='captions', outkey='text')|tokenize|keep('image', 'labels')",
       tokenizer=tokenizer)
   # Zero-shot ImageNet with CLIP's class names and 80 prompts (tfds imagenet2012, prepared).
   c.evals = dict(imagenet=dict(type="zeroshot", dataset="imagenet2012", split="validation",
-                               classnames="clip", templates="clip", pp=f"decode|{release.pp}",
+                               classnames="clip", templates="clip", pp=f"decode|{pp}",
                                every_steps=1000))
   return c
 

@@ -30,7 +30,9 @@ PUBLISHED_PARAMS_M = {"siglip_b16_224": 203.16, "siglip_b16_256": 203.20,
                       "siglip2_so400m14_224": 1135.46, "siglip2_so400m14_384": 1136.01,
                       "siglip2_so400m16_256": 1135.67, "siglip2_so400m16_384": 1136.04,
                       "siglip2_so400m16_512": 1136.56, "siglip2_gopt16_256": 1871.39,
-                      "siglip2_gopt16_384": 1871.89}
+                      "siglip2_gopt16_384": 1871.89,
+                      # NaFlex: transformers' Siglip2Model with the released config.
+                      "siglip2_b16_naflex": 375.23, "siglip2_so400m16_naflex": 1135.67}
 
 
 def _abstract_params(cfg):
@@ -54,6 +56,11 @@ def test_pretrained_configs_build_the_released_architectures(name):
     assert given.input.tokenizer == "/t/spm.model:pad=1"  # SigLIP pads with 1.
   if name.startswith("siglip2_"):
     assert given.input.tokenizer == "/t/spm.model"  # SigLIP 2: Gemma's, padded with 0.
+  if name.endswith("_naflex"):
+    assert "naflex(16, 256)" in cfg.input.pp
+    assert "naflex(16, 576)" in config_lib.from_args(path + ":seq_len=576").evals.imagenet.pp
+    with pytest.raises(config_lib.ConfigError, match="seq_len='many' should be a positive"):
+      config_lib.from_args(path + ":seq_len=many")
   assert sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(
       ROOT, "configs", "pretrained", "*.py"))) == sorted(pretrained.RELEASED)
 
