@@ -143,11 +143,7 @@ def resolve(path: str) -> str:
   if not path.startswith(HUB_PREFIX):
     return path
   repo, _, revision = path[len(HUB_PREFIX):].partition("@")
-  try:
-    import huggingface_hub  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise HFError(f"{path}: repository ids need huggingface_hub: pip install huggingface_hub, "
-                  "or pass the downloaded directory") from None
+  import huggingface_hub  # pylint: disable=import-outside-toplevel  # slow import: only here
   # Read at call time (huggingface_hub reads HF_HUB_CACHE once, when it is imported).
   cache = os.environ.get("HF_HUB_CACHE") or None
   patterns = ["*.json", "*.safetensors", "*.model", "*.txt"]
