@@ -102,8 +102,9 @@ def test_sharded_checkpoint_and_a_missing_shard(tmp_path):
   src = os.path.join(DATA, "hf_siglip")
   _shard(src, tmp_path / "sharded")
   config = weights.hf_config(src)
+  assert weights.hf_config(str(tmp_path / "sharded" / hf.INDEX)) == config
   whole = weights.load_params(src, config)
-  sharded = weights.load_params(str(tmp_path / "sharded"), config)
+  sharded = weights.load_params(str(tmp_path / "sharded" / hf.INDEX), config)
   for (name, a), (_, b) in zip(pytree.named_leaves(whole), pytree.named_leaves(sharded)):
     np.testing.assert_array_equal(a, b, err_msg=name)
   os.remove(tmp_path / "sharded" / "model-00002-of-00002.safetensors")

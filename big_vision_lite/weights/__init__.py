@@ -212,7 +212,8 @@ def _check_naflex(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
                        f"{flat[name].shape}) but model.image.naflex=True: set naflex=False and "
                        "image_size, or load a NaFlex checkpoint")
   pos = flat.get("img/pos_embedding")
-  if pos is not None and pos.shape != want["img/pos_embedding"]:
+  # Square ViTs' position embeddings are resampled to the resolution instead (_fit).
+  if model_naflex and pos is not None and pos.shape != want["img/pos_embedding"]:
     raise WeightsError(f"checkpoint {path}: NaFlex position grid {pos.shape} vs the model's "
                        f"{want['img/pos_embedding']}: set model.image.posemb_grid="
                        f"{pos.shape[0]} (and the width to {pos.shape[-1]})")

@@ -168,9 +168,11 @@ def is_model_dir(path: str) -> bool:
 
 
 def read_config(path: str) -> dict[str, Any]:
-  """config.json of the directory `path` (or of an `hf:` id), its class checked."""
+  """config.json of the directory `path` (an `hf:` id, the config.json itself, or a weights
+  file beside it), its class checked."""
   path = resolve(path)
-  file = os.path.join(path, CONFIG) if os.path.isdir(path) else path
+  file = path if os.path.basename(path) == CONFIG else os.path.join(
+      path if os.path.isdir(path) else os.path.dirname(path), CONFIG)
   if not os.path.exists(file):
     raise HFError(f"{path}: no {CONFIG}; expected a Hugging Face transformers model directory")
   with open(file, encoding="utf-8") as f:
