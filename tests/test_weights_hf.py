@@ -190,3 +190,21 @@ def test_directory_tokenizer_is_found_by_architecture(tmp_path):
   assert hf.tokenizer_spec(str(tmp_path / "siglip")) == str(tmp_path / "siglip" / "spiece.model") + ":pad=1"
   (tmp_path / "siglip" / "tokenizer.model").write_bytes(b"")  # SigLIP 2: Gemma's, padded with 0
   assert hf.tokenizer_spec(str(tmp_path / "siglip")) == str(tmp_path / "siglip" / "tokenizer.model")
+
+
+def test_a_directory_model_init_brings_its_tokenizer_when_none_is_configured(tmp_path):
+  import ml_collections
+  from big_vision_lite import job
+  from big_vision_lite.data import tokenizer as tok_lib
+  from tests.test_tokenizer import _gemma_like
+  shutil.copytree(os.path.join(DATA, "hf_siglip2"), tmp_path / "siglip2")
+  model = _gemma_like(tmp_path / "siglip2" / "tokenizer.model")
+  config = ml_collections.ConfigDict({"input": {"tokenizer": None},
+                                      "model_init": str(tmp_path / "siglip2")})
+  assert job.tokenizer_spec(config) == model
+  ids = tok_lib.get(job.tokenizer_spec(config)).encode(["A Dog"], 8)[0]
+  assert ids[-1] == 0 and 1 in ids and 2 not in ids  # Gemma's conventions: pad 0, EOS, no BOS
+  config.input.tokenizer = "clip"
+  assert job.tokenizer_spec(config) == "clip"
+  config.input.tokenizer, config.model_init = None, os.path.join(DATA, "hf_siglip2")
+  assert job.tokenizer_spec(config) == tok_lib.SHAPES_MODEL  # a directory without one
