@@ -208,3 +208,8 @@ def test_a_directory_model_init_brings_its_tokenizer_when_none_is_configured(tmp
   assert job.tokenizer_spec(config) == "clip"
   config.input.tokenizer, config.model_init = None, os.path.join(DATA, "hf_siglip2")
   assert job.tokenizer_spec(config) == tok_lib.SHAPES_MODEL  # a directory without one
+  (tmp_path / "run").mkdir()  # A training run's workdir has a config.json too: not a model's.
+  (tmp_path / "run" / "config.json").write_text(json.dumps({"model": {"image": {}}}))
+  config.model_init = str(tmp_path / "run")
+  assert not hf.is_model_dir(config.model_init)
+  assert job.tokenizer_spec(config) == tok_lib.SHAPES_MODEL

@@ -163,8 +163,17 @@ def resolve(path: str) -> str:
 
 
 def is_model_dir(path: str) -> bool:
-  """Whether `path` (after `resolve`) is a transformers model directory."""
-  return os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG))
+  """Whether `path` (after `resolve`) is a transformers model directory: its config.json names
+  a model type or architecture (a training run's workdir has a config.json of its own)."""
+  file = os.path.join(path, CONFIG)
+  if not (os.path.isdir(path) and os.path.exists(file)):
+    return False
+  try:
+    with open(file, encoding="utf-8") as f:
+      config = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(config, dict) and ("architectures" in config or "model_type" in config)
 
 
 def read_config(path: str) -> dict[str, Any]:
