@@ -142,8 +142,8 @@ def test_tokenize_op_takes_the_same_spec():
 
 
 def _gemma_like(path) -> str:
-  """A small sentencepiece model laid out as Gemma's (SigLIP 2's tokenizer): pad 0, eos 1,
-  bos 2, unk 3, byte fallback, no dummy prefix, no normalisation."""
+  """A small sentencepiece model laid out as Gemma's (SigLIP 2's tokenizer): <pad> 0, <eos> 1,
+  <bos> 2, <unk> 3, byte fallback, no dummy prefix, no normalisation."""
   import io
   import sentencepiece as spm
   proto = io.BytesIO()
@@ -151,7 +151,8 @@ def _gemma_like(path) -> str:
             "the quick brown fox jumps over the lazy dog"] * 40
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(corpus), model_writer=proto, vocab_size=300, model_type="bpe",
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3, byte_fallback=True, add_dummy_prefix=False,
+      pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+      bos_piece="<bos>", unk_piece="<unk>", byte_fallback=True, add_dummy_prefix=False,
       normalization_rule_name="identity", hard_vocab_limit=False, minloglevel=2)
   path.write_bytes(proto.getvalue())
   return str(path)

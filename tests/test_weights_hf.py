@@ -151,8 +151,9 @@ def test_directory_weights_into_another_architecture_say_how_to_build_it():
 
 @pytest.mark.parametrize("name", ["hf_export_siglip", "hf_export_clip", "hf_export_siglip2"])
 def test_our_export_is_what_transformers_loaded_with_our_embeddings(tmp_path, name):
-  """The committed export gave transformers' embeddings (hf_*) equal to ours when it was made;
-  today's exporter must write the same directory, and our model still give those embeddings."""
+  """The committed export gave transformers' embeddings (hf_*) equal to ours when it was made
+  (and, for the NaFlex one, AutoTokenizer our token ids); today's exporter must write the same
+  directory, and our model and tokenizer still give those outputs."""
   path, io = os.path.join(DATA, name), _io(name)
   config = io["config"]
   params = weights.load_params(path, config)
@@ -161,9 +162,18 @@ def test_our_export_is_what_transformers_loaded_with_our_embeddings(tmp_path, na
   np.testing.assert_allclose(ztxt, io["hf_txt_emb"], atol=1e-5, rtol=0)
   assert weights.hf_config(path)["image"]["width"] == 32
   assert weights.hf_config(path)["image"].get("naflex", False) == ("siglip2" in name)
-  weights.export(params, config, str(tmp_path / "again"), "hf")
-  with open(os.path.join(path, hf.CONFIG)) as f, open(tmp_path / "again" / hf.CONFIG) as g:
-    assert json.load(f) == json.load(g)
+  tokenizer = None
+  if "tok_ids" in io:  # transformers' AutoTokenizer gave these ids from the directory.
+    from big_vision_lite.data import tokenizer as tok_lib
+    tokenizer = os.path.join(path, "tokenizer.model")
+    np.testing.assert_array_equal(
+        tok_lib.get(tokenizer).encode([str(t) for t in io["tok_texts"]], 8), io["tok_ids"])
+  weights.export(params, config, str(tmp_path / "again"), "hf", tokenizer=tokenizer)
+  assert sorted(os.listdir(path)) == sorted(os.listdir(tmp_path / "again"))
+  for file in ("config.json", "tokenizer_config.json"):
+    if os.path.exists(os.path.join(path, file)):
+      with open(os.path.join(path, file)) as f, open(tmp_path / "again" / file) as g:
+        assert json.load(f) == json.load(g)
   from safetensors.numpy import load_file
   ref, again = (load_file(os.path.join(p, hf.SAFETENSORS)) for p in (path, tmp_path / "again"))
   assert sorted(ref) == sorted(again)

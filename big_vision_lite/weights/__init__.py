@@ -360,7 +360,8 @@ def _open_clip_problems(model_config: dict[str, Any]) -> list[str]:
 
 def _export_hf(flat: dict[str, np.ndarray], model_config: dict[str, Any], path: str,
                tokenizer: str | None) -> None:
-  """A transformers model directory: config.json, model.safetensors and the tokenizer's file."""
+  """A transformers model directory: config.json, model.safetensors and the tokenizer's file
+  (with tokenizer_config.json for a Gemma-layout sentencepiece model)."""
   import json  # pylint: disable=import-outside-toplevel
   import shutil  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
@@ -372,8 +373,14 @@ def _export_hf(flat: dict[str, np.ndarray], model_config: dict[str, Any], path: 
   tmp = os.path.join(path, f".tmp{os.getpid()}")
   save_file(state, tmp, metadata={"format": "pt"})
   os.replace(tmp, os.path.join(path, hf.SAFETENSORS))
-  for name, source in hf.tokenizer_files(tokenizer, config["architectures"][0]).items():
+  files, tokenizer_config = hf.tokenizer_files(tokenizer, config["architectures"][0],
+                                                config["text_config"]["max_position_embeddings"])
+  for name, source in files.items():
     shutil.copyfile(source, os.path.join(path, name))
+  if tokenizer_config:
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(tokenizer_config, f, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(path, "tokenizer_config.json"))
   with open(tmp, "w", encoding="utf-8") as f:  # Last: a directory with config.json is whole.
     json.dump(config, f, indent=2, sort_keys=True)
   os.replace(tmp, os.path.join(path, hf.CONFIG))

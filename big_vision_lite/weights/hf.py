@@ -406,17 +406,36 @@ def export_state(flat: dict[str, np.ndarray], model_config: dict[str, Any]
   return state
 
 
-def tokenizer_files(spec: str | None, arch: str) -> dict[str, str]:
-  """{file name in the directory: source file} for the run's tokenizer spec: a sentencepiece
-  model as SiglipModel carries it (`spiece.model` padded with 1, Gemma's `tokenizer.model`
-  padded with 0), a CLIP `tokenizer.json`; {} where we have none to give."""
+GEMMA_PIECES = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0-3 of Gemma's sentencepiece model
+
+
+def gemma_tokenizer_config(path: str, max_len: int) -> dict[str, Any] | None:
+  """tokenizer_config.json with which transformers' GemmaTokenizer gives our ids (lowercased
+  text, no BOS, EOS kept on truncation, right-padded with 0 to `max_len`), for a sentencepiece
+  model laid out as Gemma's (GEMMA_PIECES); None for any other model."""
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  sp = spm.SentencePieceProcessor(model_file=path)
+  if tuple(sp.id_to_piece(i) for i in range(4)) != GEMMA_PIECES:
+    return None
+  return dict(tokenizer_class="GemmaTokenizer", add_bos_token=False, add_eos_token=True,
+              padding_side="right", model_max_length=max_len)
+
+
+def tokenizer_files(spec: str | None, arch: str, max_len: int
+                    ) -> tuple[dict[str, str], dict[str, Any] | None]:
+  """({file name in the directory: source file}, tokenizer_config.json or None) for the run's
+  tokenizer spec: a sentencepiece model as SiglipModel carries it (`spiece.model` padded with
+  1, Gemma's `tokenizer.model` padded with 0, with a GemmaTokenizer config when laid out as
+  Gemma's), a CLIP `tokenizer.json`; nothing where we have none to give."""
   if not spec:
-    return {}
+    return {}, None
   path, _, pad = spec.partition(":pad=")
   if arch in ("SiglipModel", "Siglip2Model") and path.endswith(".model") and os.path.exists(path):
     if arch == "SiglipModel" and pad == "1":
-      return {"spiece.model": path}
-    return {"tokenizer.model": path} if not pad or pad == "0" else {}
+      return {"spiece.model": path}, None
+    if pad and pad != "0":
+      return {}, None
+    return {"tokenizer.model": path}, gemma_tokenizer_config(path, max_len)
   if arch == "CLIPModel" and path.endswith(".json") and os.path.exists(path):
-    return {"tokenizer.json": path}
-  return {}
+    return {"tokenizer.json": path}, None
+  return {}, None

@@ -561,6 +561,12 @@ def _hf() -> None:
       err = float(np.max(np.abs(ref[f"hf_{k}"] - io[k])))
       assert err < 1e-5, f"{name}: transformers' {k} differs from ours by {err:.1e}"
       print(f"  {name} ({arch}): transformers' {k} is ours within {err:.1e}")
+    if "tok_ids" in io:  # Its tokenizer, as transformers' AutoTokenizer reads the directory.
+      tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+      ids = tokenizer([str(t).lower() for t in io["tok_texts"]], padding="max_length",
+                      max_length=HF_MAX_LEN, truncation=True)["input_ids"]
+      assert np.array_equal(np.array(ids), io["tok_ids"]), (ids, io["tok_ids"])
+      print(f"  {name}: {type(tokenizer).__name__} gives our ids for {len(ids)} texts")
     io.update(ref)
     np.savez(io_path, **io)
     print(f"wrote {io_path}: {os.path.getsize(io_path)} bytes")
@@ -585,10 +591,33 @@ OURS_EXPORT = {
     "hf_export_siglip2": dict(
         image=dict(width=32, depth=2, mlp_dim=48, num_heads=4, patch_size=(NAFLEX_PATCH,) * 2,
                    naflex=True, posemb_grid=4, pool_type="map"),
-        text=dict(width=24, depth=2, mlp_dim=40, num_heads=2, vocab_size=HF_VOCAB,
+        text=dict(width=24, depth=2, mlp_dim=40, num_heads=2, vocab_size=320,
                   max_len=HF_MAX_LEN, pool_type="last"),
         out_dim=(None, 32), temperature_init=10.0, bias_init=-10.0),
 }
+# The NaFlex export carries a sentencepiece model laid out as Gemma's (SigLIP 2's tokenizer);
+# transformers' AutoTokenizer must give our ids for these texts.
+TOKENIZER_CORPUS = ["a photo of a cat", "a photo of a dog", "two dogs on a red sofa",
+                    "the quick brown fox jumps over the lazy dog"] * 40
+GEMMA_TEXTS = ["A Photo of TWO Dogs", "猫 on a sofa", "the lazy dog " * 5, "",
+               "Ünïcödé — “quotes”, 123"]
+
+
+def _gemma_like(path: str) -> str:
+  """A 300-piece sentencepiece model with Gemma's layout: <pad> 0, <eos> 1, <bos> 2, <unk> 3,
+  byte fallback, no dummy prefix, no normalisation."""
+  import io
+  import sentencepiece as spm
+  proto = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(TOKENIZER_CORPUS), model_writer=proto, vocab_size=300,
+      model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+      eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>", byte_fallback=True,
+      add_dummy_prefix=False, normalization_rule_name="identity", hard_vocab_limit=False,
+      minloglevel=2)
+  with open(path, "wb") as f:
+    f.write(proto.getvalue())
+  return path
 
 
 def _ours() -> None:
@@ -608,9 +637,17 @@ def _ours() -> None:
     image = ({k: inputs[k] for k in ("patches", "yidx", "xidx", "mask")} if "patches" in inputs
              else inputs["images"])
     zimg, ztxt, _ = model.apply({"params": params}, image, texts)
-    weights.export(params, config, os.path.join(HERE, name), "hf")
+    extra = {}
+    if config["image"].get("naflex"):  # With a Gemma-layout tokenizer and our ids for GEMMA_TEXTS.
+      import tempfile
+      from big_vision_lite.data import tokenizer as tok_lib
+      spec = _gemma_like(os.path.join(tempfile.mkdtemp(), "tokenizer.model"))
+      extra = dict(tok_texts=np.array(GEMMA_TEXTS),
+                   tok_ids=tok_lib.get(spec).encode(GEMMA_TEXTS, HF_MAX_LEN))
+    weights.export(params, config, os.path.join(HERE, name), "hf",
+                   tokenizer=spec if extra else None)
     _save_io(os.path.join(HERE, f"{name}_io.npz"), config, **inputs, texts=texts,
-             img_emb=np.asarray(zimg), txt_emb=np.asarray(ztxt))
+             img_emb=np.asarray(zimg), txt_emb=np.asarray(ztxt), **extra)
 
 
 def main(argv=None) -> None:
