@@ -318,3 +318,22 @@ def test_naflex_shapes_batches_draw_one_length_per_step_in_every_process():
   assert set(lengths) == {4, 9}
   for it in [whole, *parts]:
     it.close()
+
+
+def test_naflex_grain_batches_patchify_images_at_their_own_aspect_ratio(shard_dir):
+  """64x48 images through an op string that keeps their size: 4:3 patch grids, the length
+  drawn per step, and the step in the resumable state."""
+  pp = PP.replace("resize(32)|flip_lr|", "")
+  naflex = loader.NaFlex(8, (12, 48), seed=1)
+  it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)}, pp=pp, global_batch=4,
+                         naflex=naflex)
+  assert it.element_spec["image"]["patches"] == ((4, 48, 192), np.dtype(np.float32))
+  for step in range(3):
+    batch = next(it)
+    n = naflex.length(step)
+    image = batch["image"]
+    assert image["patches"].shape == (4, n, 192) and batch["labels"].shape == (4, 12)
+    rows, cols = image["yidx"].max(1) + 1, image["xidx"].max(1) + 1
+    assert (cols * 3 == rows * 4).all() and (image["mask"].sum(1) == rows * cols).all()
+  assert it.get_state()["step"] == 3
+  it.close()

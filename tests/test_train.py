@@ -336,8 +336,8 @@ def test_lora_trains_only_the_adapters_and_reports_the_count(tmp_path, capsys):
 
 def test_naflex_training_compiles_the_step_once_per_sequence_length(tmp_path, monkeypatch):
   """Lengths (4, 9) drawn per batch over 3 steps (9, 4, 9 for input seed 3): two compilations,
-  one reused, on 8 devices; a square-image input for the NaFlex model, or the reverse, is
-  refused at start."""
+  one reused, on 8 devices; the evaluators' square images reach the NaFlex model as their whole
+  patch grid; a square-image input for the NaFlex model, or the reverse, is refused at start."""
   calls = []
   compile_update = train.compile_update
 
@@ -349,8 +349,10 @@ def test_naflex_training_compiles_the_step_once_per_sequence_length(tmp_path, mo
   naflex = ["--config.model.image.naflex=True", "--config.evals={}",
             "--config.input.data.aspect=2.0", "--config.total_steps=3", "--config.ckpt_steps=3",
             "--config.input.seed=3", "--config.log_training_steps=1"]
-  train.main(["--config", CONFIG, "--workdir", str(tmp_path / "a")] + TINY + naflex +
-             ["--config.input.seq_lengths=(4, 9)"])
+  results = train.main(["--config", CONFIG, "--workdir", str(tmp_path / "a")] + TINY + naflex +
+                       ["--config.input.seq_lengths=(4, 9)", "--config.evals={'z': {'type': "
+                        "'zeroshot', 'dataset': 'shapes_color', 'num_examples': 16}}"])
+  assert 0 <= results["zeroshot/shapes_color/top1"] <= 1
   assert calls == [9, 4]  # The longest first (the memory figure), then 4 when it came.
   rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
   assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
