@@ -21,6 +21,7 @@ from big_vision_lite.evaluators import data as eval_data
 from big_vision_lite.evaluators import prompts, zeroshot
 from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.models import lora
+from big_vision_lite.models import vit as vit_lib
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -71,9 +72,30 @@ def class_names(config: ml_collections.ConfigDict) -> list[str]:
 
 def apply_fn(config: ml_collections.ConfigDict, model: TwoTowers) -> Callable:
   """The forward pass `(params, images or None, tokens or None) -> (zimg, ztxt, aux)`, with the
-  LoRA adapters in `params['lora']` applied when the config has them."""
+  LoRA adapters in `params['lora']` applied when the config has them. A NaFlex model given
+  square images [B, S, S, 3] (the evaluators') takes their whole patch grid (vit.patchify_grid)."""
   alpha = config.lora.alpha if config.lora else 0.0
-  return lambda params, images, texts: lora.apply(model, params, images, texts, alpha=alpha)
+  patch = naflex_patch_size(config)
+
+  def apply(params, images, texts):
+    if patch and images is not None and not isinstance(images, dict):
+      images = vit_lib.patchify_grid(images, patch)
+    return lora.apply(model, params, images, texts, alpha=alpha)
+  return apply
+
+
+def naflex_patch_size(config) -> int | None:
+  """The NaFlex ViT's (square) patch size; None for a model that takes square images."""
+  image = config.model.image
+  if not image.get("naflex"):
+    return None
+  patch = tuple(image.get("patch_size") or vit_lib.decode_variant(image.get("variant"))
+                .get("patch_size", ()))
+  if len(patch) != 2 or patch[0] != patch[1]:
+    raise config_lib.ConfigError(f"NaFlex needs a square patch size, got model.image.patch_size"
+                                 f"={patch or None}: set a variant such as 'B/16' or patch_size")
+  return patch[0]
+
 
 
 def load_model_init(config: ml_collections.ConfigDict, fresh, mesh=None, shardings=None):

@@ -30,7 +30,7 @@ from big_vision_lite import config as config_lib
 from big_vision_lite import errors, interrupt, job, lock, losses, metrics, optim, pytree
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import loader, sources
-from big_vision_lite.models import lora, vit as vit_lib
+from big_vision_lite.models import lora
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -190,19 +190,6 @@ def build(config, mesh, total_steps: int, warmup_steps: int = 0):
   return model, abstract_state, init_fn, update, mask
 
 
-def naflex_patch_size(config) -> int | None:
-  """The NaFlex ViT's (square) patch size; None for a model that takes square images."""
-  image = config.model.image
-  if not image.get("naflex"):
-    return None
-  patch = tuple(image.get("patch_size") or vit_lib.decode_variant(image.get("variant"))
-                .get("patch_size", ()))
-  if len(patch) != 2 or patch[0] != patch[1]:
-    raise config_lib.ConfigError(f"NaFlex needs a square patch size, got model.image.patch_size"
-                                 f"={patch or None}: set a variant such as 'B/16' or patch_size")
-  return patch[0]
-
-
 def abstract_batch(config, mesh, seq_len: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
   """The global batch the update step takes: images at the model's size (a NaFlex model: patches
   at `seq_len`, default the longest of input.seq_lengths), tokens at its length (sharded over
@@ -213,7 +200,7 @@ def abstract_batch(config, mesh, seq_len: int | None = None) -> dict[str, jax.Sh
     text = {"label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharding)}
   else:
     text = {"labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
-  patch = naflex_patch_size(config)
+  patch = job.naflex_patch_size(config)
   if patch is None:
     image = jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding)
   else:
@@ -262,7 +249,7 @@ def model_flops_per_step(config, mesh, seq_len: int | None = None) -> float:
 def _check_input(config, spec) -> None:
   """The input must produce what the model is built for (image size or NaFlex patches, text
   length)."""
-  naflex = naflex_patch_size(config) is not None
+  naflex = job.naflex_patch_size(config) is not None
   if naflex != isinstance(spec.get("image"), dict):
     raise sources.DataError(
         "model.image.naflex=True takes NaFlex patches: set input.seq_lengths (e.g. '(256,)')"
@@ -325,7 +312,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   train_iter = loader.make_input(config.input, config.batch_size,
                                  image_size=config.model.image.image_size,
                                  max_len=config.model.text.max_len,
-                                 patch_size=naflex_patch_size(config))
+                                 patch_size=job.naflex_patch_size(config))
   _check_input(config, train_iter.element_spec)
 
   # --- Model, optimiser, sharded state.
@@ -339,7 +326,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
       compiled[seq_len] = compile_update(config, mesh, update, abstract_state, seq_len)
     return compiled[seq_len]
 
-  lengths = config.input.get("seq_lengths") if naflex_patch_size(config) else None
+  lengths = config.input.get("seq_lengths") if job.naflex_patch_size(config) else None
   memory_mib = metrics.compiled_memory(compiled_for(max(lengths) if lengths else None)[0]) / 2**20
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 

@@ -370,6 +370,10 @@ def make_input(input_config, global_batch: int, *, image_size: int | None = None
   pp = input_config.get("pp")
   data = input_config.data
   lengths = input_config.get("seq_lengths")
+  if lengths and patch_size is None:
+    raise sources.DataError("input.seq_lengths patchifies images for a NaFlex model, but the "
+                            "model takes square images: set model.image.naflex=True or drop "
+                            "input.seq_lengths")
   naflex = NaFlex(patch_size, lengths, input_config.get("seed", 0)) if lengths else None
   if not pp:
     data = {} if isinstance(data, (list, tuple)) else dict(data)

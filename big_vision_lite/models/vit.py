@@ -115,6 +115,22 @@ def naflex_posemb(pos: jax.Array, yidx: jax.Array, xidx: jax.Array,
   return jnp.einsum("bna,bnc,acd->bnd", wy, wx, pos.astype(jnp.float32))
 
 
+def patchify_grid(images: jax.Array, patch: int) -> dict[str, jax.Array]:
+  """Images [B, H, W, C] (H, W multiples of `patch`) -> the NaFlex input of their whole patch
+  grid, no padding (as data/ops.patchify, on device)."""
+  b, h, w, c = images.shape
+  rows, cols = h // patch, w // patch
+  if rows * patch != h or cols * patch != w:
+    raise ValueError(f"{h}x{w} images are not a whole number of {patch}-pixel patches; resize "
+                     "them to multiples of the patch size")
+  patches = jnp.reshape(images, (b, rows, patch, cols, patch, c)).transpose(0, 1, 3, 2, 4, 5)
+  y, x = jnp.divmod(jnp.arange(rows * cols, dtype=jnp.int32), cols)
+  return {"patches": jnp.reshape(patches, (b, rows * cols, patch * patch * c)),
+          "yidx": jnp.broadcast_to(y, (b, rows * cols)),
+          "xidx": jnp.broadcast_to(x, (b, rows * cols)),
+          "mask": jnp.ones((b, rows * cols), bool)}
+
+
 def check_naflex_input(image: Any) -> None:
   """Raises ValueError unless `image` is the NaFlex input dict (keys NAFLEX_KEYS, [B, N] index
   arrays matching `patches` [B, N, P*P*3])."""
