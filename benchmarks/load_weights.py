@@ -1,15 +1,17 @@
 """Times `weights.load_params` on B/16-sized two-tower checkpoints against the model's init.
 
-  python benchmarks/load_weights.py [--repeats 3] [--dir /tmp/load_weights]
+  python benchmarks/load_weights.py [--repeats 3] [--dir /tmp/load_weights] [--only NAME ...]
 
 Writes (and afterwards deletes) random checkpoints of the same sizes as the released models: SigLIP B/16 at 224 px
-(big_vision .npz) and OpenAI CLIP ViT-B/16 (open_clip .safetensors), then times loading each
+(big_vision .npz), OpenAI CLIP ViT-B/16 (open_clip .safetensors) and SigLIP 2 B/16 at 224 px
+(a Hugging Face SiglipModel directory, Gemma's 256k vocabulary), then times loading each
 into its model config (all conversions included), a load at 384 px (position embeddings
 resampled), and `jax.jit(model.init)` (compilation included, then a second, compiled call).
 """
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -31,6 +33,12 @@ CLIP_B16 = dict(
     text=dict(width=512, depth=12, mlp_dim=2048, num_heads=8, vocab_size=49_408, max_len=77,
               causal=True, pool_type="argmax", head_bias=False, act="quick_gelu", ln_eps=1e-5),
     out_dim=512, temperature_init=1 / 0.07, bias_init=None)
+SIGLIP2_B16 = dict(
+    image=dict(variant="B/16", image_size=224, pool_type="map"),
+    text=dict(variant="B", vocab_size=256_000, max_len=64),
+    out_dim=(None, 768), temperature_init=10., bias_init=-10.)
+MODELS = {"SigLIP B/16": (SIGLIP_B16, "npz"), "CLIP ViT-B/16": (CLIP_B16, "safetensors"),
+          "SigLIP 2 B/16": (SIGLIP2_B16, "hf")}
 
 
 def _random_params(config):
@@ -53,16 +61,18 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--dir", default="/tmp/load_weights")
+  p.add_argument("--only", nargs="*", choices=list(MODELS), default=list(MODELS))
   args = p.parse_args()
   os.makedirs(args.dir, exist_ok=True)
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; median of {args.repeats}")
-  for name, config, fmt in (("SigLIP B/16", SIGLIP_B16, "npz"),
-                            ("CLIP ViT-B/16", CLIP_B16, "safetensors")):
+  for name in args.only:
+    config, fmt = MODELS[name]
     params = _random_params(config)
     count = sum(x.size for x in jax.tree.leaves(params))
     path = os.path.join(args.dir, f"{name.replace('/', '').replace(' ', '_')}.{fmt}")
     weights.export(params, config, path, fmt)
-    size = os.path.getsize(path) / 2 ** 20
+    size = os.path.getsize(os.path.join(path, "model.safetensors") if fmt == "hf" else path)
+    size /= 2 ** 20
     load, _ = _time(lambda: weights.load_params(path, config), args.repeats)  # pylint: disable=cell-var-from-loop
     loaded = weights.load_params(path, config)
     assert all(np.array_equal(a, b) for (_, a), (_, b) in
@@ -77,7 +87,10 @@ def main() -> None:
     print(f"{name} ({count / 1e6:.1f}M parameters, {fmt} {size:.0f} MiB): load_params "
           f"{load:.2f} s, at 384 px {resample:.2f} s | jit(init) {first:.2f} s first call "
           f"(compiling), {again:.2f} s compiled")
-    os.remove(path)
+    if fmt == "hf":
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
 
 
 if __name__ == "__main__":

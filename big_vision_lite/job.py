@@ -23,6 +23,7 @@ from big_vision_lite.evaluators import data as eval_data
 from big_vision_lite.evaluators import prompts, zeroshot
 from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.models import lora
+from big_vision_lite.models import vit as vit_lib
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -73,9 +74,30 @@ def class_names(config: ml_collections.ConfigDict) -> list[str]:
 
 def apply_fn(config: ml_collections.ConfigDict, model: TwoTowers) -> Callable:
   """The forward pass `(params, images or None, tokens or None) -> (zimg, ztxt, aux)`, with the
-  LoRA adapters in `params['lora']` applied when the config has them."""
+  LoRA adapters in `params['lora']` applied when the config has them. A NaFlex model given
+  square images [B, S, S, 3] (the evaluators') takes their whole patch grid (vit.patchify_grid)."""
   alpha = config.lora.alpha if config.lora else 0.0
-  return lambda params, images, texts: lora.apply(model, params, images, texts, alpha=alpha)
+  patch = naflex_patch_size(config)
+
+  def apply(params, images, texts):
+    if patch and images is not None and not isinstance(images, dict):
+      images = vit_lib.patchify_grid(images, patch)
+    return lora.apply(model, params, images, texts, alpha=alpha)
+  return apply
+
+
+def naflex_patch_size(config) -> int | None:
+  """The NaFlex ViT's (square) patch size; None for a model that takes square images."""
+  image = config.model.image
+  if not image.get("naflex"):
+    return None
+  patch = tuple(image.get("patch_size") or vit_lib.decode_variant(image.get("variant"))
+                .get("patch_size", ()))
+  if len(patch) != 2 or patch[0] != patch[1]:
+    raise config_lib.ConfigError(f"NaFlex needs a square patch size, got model.image.patch_size"
+                                 f"={patch or None}: set a variant such as 'B/16' or patch_size")
+  return patch[0]
+
 
 
 def load_model_init(config: ml_collections.ConfigDict, fresh, mesh=None, shardings=None):
@@ -125,7 +147,12 @@ def zeroshot_head(config: ml_collections.ConfigDict, params, mesh=None) -> dict:
 
 
 def tokenizer_spec(config: ml_collections.ConfigDict) -> str:
-  return config.input.tokenizer or tok_lib.SHAPES_MODEL
+  """config.input.tokenizer; else the tokenizer a Hugging Face model_init directory carries;
+  else the shipped shapes tokenizer."""
+  if config.input.tokenizer:
+    return config.input.tokenizer
+  return (config.get("model_init") and weights.hf.tokenizer_spec(config.model_init)
+          or tok_lib.SHAPES_MODEL)
 
 
 def check_vocab(config: ml_collections.ConfigDict) -> None:

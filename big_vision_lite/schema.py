@@ -479,6 +479,11 @@ VIT = Section(dict(
     patch_bias=Bool(True, "the patch embedding has a bias (False for OpenAI CLIP)"),
     posemb_cls=Bool(False, "the position embedding also covers the class token (OpenAI CLIP; "
                     "needs pool_type='tok')"),
+    naflex=Bool(False, "NaFlex (SigLIP 2): takes patches of images at their own aspect ratio "
+                "(the `naflex` op), Dense patch embedding, position grid resized per image; "
+                "pool_type `map` or `gap`; image_size unused (docs/naflex.md)"),
+    posemb_grid=Int(16, "NaFlex: side G of the learned G x G position-embedding grid",
+                    positive=True),
     **_CLIP_OPTIONS,
     **_TOWER_COMMON,
 ), help="ViT image tower")
@@ -533,6 +538,8 @@ SOURCE = Variant("name", {
         Str("shapes", "the embedded shapes dataset"),
         seed=Int(0, "which shapes universe (examples are a function of seed, split, index)"),
         image_size=Int(None, "drawn resolution; None: model.image.image_size", nullable=True),
+        aspect=Float(1.0, "non-square canvases: width / height drawn from 1:aspect to aspect:1 "
+                     "(1: square), squashed to image_size or kept by NaFlex", min=1),
         split=Str("train", "shapes split (grain pipelines)",
                   choices=defined_in("data.shapes", "SPLITS")),
         size=Int(1 << 20, "examples in the finite source (grain pipelines)", positive=True),
@@ -562,7 +569,11 @@ INPUT = Section(dict(
     pp=Str(None, "preprocessing op string; None: the built-in shapes stream", nullable=True),
     tokenizer=Str(None, "sentencepiece .model path, `'clip'` (CLIP's BPE), a CLIP vocabulary "
                   ".txt.gz or a tokenizer.json, optionally with `:pad=ID` (big_vision's SigLIP "
-                  "models pad with 1); None: the shipped shapes tokenizer", nullable=True),
+                  "models pad with 1); None: the tokenizer of a Hugging Face model_init "
+                  "directory, else the shipped shapes tokenizer", nullable=True),
+    seq_lengths=Seq(Int(positive=True), None, "NaFlex (model.image.naflex): patches per image, "
+                    "drawn per batch from this list, e.g. (128, 256, 576, 784, 1024); the op "
+                    "string leaves images at their own size", nullable=True),
     seed=Int(0, "shuffling and augmentation seed (grain pipelines)"),
     num_workers=Int(0, "grain preprocessing worker processes", min=0),
     max_consecutive_skips=Int(100, "stop when this many records in a row fail preprocessing",
@@ -651,8 +662,9 @@ SCHEMA = Section(dict(
                            "list of strings with one '{}'"),
     ), help="task='classify'"),
     model_init=Str(None, "checkpoint whose parameters initialise the model: a big_vision .npz, "
-                   "an open_clip / OpenAI .safetensors (.pt/.bin with torch), or a run's Orbax "
-                   "checkpoint; a resumed run restores its own checkpoint instead", nullable=True),
+                   "an open_clip / OpenAI .safetensors (.pt/.bin with torch), a Hugging Face "
+                   "transformers directory or `hf:ORG/NAME`, or a run's Orbax checkpoint; a "
+                   "resumed run restores its own checkpoint instead", nullable=True),
     model_load=Section(dict(
         dont_load=Seq(_Regex(), (), "parameter-name regexes that keep their fresh "
                       "initialisation instead (e.g. `('img/head/.*',)`)"),

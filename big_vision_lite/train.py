@@ -200,17 +200,27 @@ def build(config, mesh, total_steps: int, warmup_steps: int = 0):
   return model, abstract_state, init_fn, update, mask
 
 
-def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global batch the update step takes: images at the model's size, tokens at its length
-  (sharded over `mesh`, if given)."""
+def abstract_batch(config, mesh, seq_len: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch the update step takes: images at the model's size (a NaFlex model: patches
+  at `seq_len`, default the longest of input.seq_lengths), tokens at its length (sharded over
+  `mesh`, if given)."""
   size, length, n = config.model.image.image_size, config.model.text.max_len, config.batch_size
   sharding = sharding_lib.batch_sharding(mesh) if mesh is not None else None
   if config.task == "classify":  # Images and their class.
     text = {"label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharding)}
   else:
     text = {"labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
-  return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding),
-          **text}
+  patch = job.naflex_patch_size(config)
+  if patch is None:
+    image = jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding)
+  else:
+    seq_len = seq_len or max(config.input.get("seq_lengths") or [0]) or None
+    if seq_len is None:
+      raise config_lib.ConfigError("model.image.naflex=True trains on input.seq_lengths: set it, "
+                                   "e.g. --config.input.seq_lengths='(256,)'")
+    image = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in
+             loader.NaFlex(patch, [seq_len]).spec(n).items()}
+  return {"image": image, **text}
 
 
 def _is_plain(config) -> bool:
@@ -220,16 +230,17 @@ def _is_plain(config) -> bool:
           all(t.get("remat_policy", "none") == "none" and not t.get("scan") for t in towers))
 
 
-def compile_update(config, mesh, update, abstract_state):
-  """(the update step compiled ahead of time, model FLOPs per step). For a plain config the
-  FLOPs come from the same lowering, so the model is traced once."""
-  lowered = update.lower(abstract_state, abstract_batch(config, mesh))
+def compile_update(config, mesh, update, abstract_state, seq_len: int | None = None):
+  """(the update step compiled ahead of time, model FLOPs per step), for NaFlex batches of
+  `seq_len` patches per image. For a plain config the FLOPs come from the same lowering, so the
+  model is traced once."""
+  lowered = update.lower(abstract_state, abstract_batch(config, mesh, seq_len))
   flops = (float(lowered.cost_analysis()["flops"]) if _is_plain(config)
-           else model_flops_per_step(config, mesh))
+           else model_flops_per_step(config, mesh, seq_len))
   return lowered.compile(), flops
 
 
-def model_flops_per_step(config, mesh) -> float:
+def model_flops_per_step(config, mesh, seq_len: int | None = None) -> float:
   """Model FLOPs of one update step: XLA's cost analysis of the plain step (no remat, no
   scan, no accumulation, dense loss: recomputation is not counted and no loop, such as the
   chunked loss's ring, is undercounted)."""
@@ -241,12 +252,27 @@ def model_flops_per_step(config, mesh) -> float:
   plain.loss = "sigmoid" if "sigmoid" in plain.loss else "softmax"
   plain.grad_accum_steps = 1
   _, abstract_state, _, update, _ = build(plain, mesh, 2)
-  return float(update.lower(abstract_state, abstract_batch(plain, mesh)).cost_analysis()["flops"])
+  return float(update.lower(abstract_state, abstract_batch(plain, mesh, seq_len))
+               .cost_analysis()["flops"])
 
 
 def _check_input(config, spec) -> None:
-  """The input must produce what the model is built for (image size, text length)."""
+  """The input must produce what the model is built for (image size or NaFlex patches, text
+  length)."""
+  naflex = job.naflex_patch_size(config) is not None
+  if naflex != isinstance(spec.get("image"), dict):
+    raise sources.DataError(
+        "model.image.naflex=True takes NaFlex patches: set input.seq_lengths (e.g. '(256,)')"
+        if naflex else "the input gives NaFlex patches (input.seq_lengths or a naflex op) but "
+        "the model takes square images: set model.image.naflex=True or drop them")
   want = abstract_batch(config, None)
+  if naflex:
+    got, patch = spec["image"]["patches"][0][-1], want["image"]["patches"].shape[-1]
+    if got != patch:
+      raise sources.DataError(f"the input gives NaFlex patches of {got} values, the model takes "
+                              f"{patch} (P*P*3): patchify with the model's patch size")
+    spec = {k: v for k, v in spec.items() if k != "image"}
+    want = {k: v for k, v in want.items() if k != "image"}
   for key, what, fix in (("image", "images", "resize(...) in config.input.pp or "
                           "model.image.image_size"),
                          ("labels", "token ids", "tokenize(max_len=...) in config.input.pp or "
@@ -318,7 +344,8 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   job.check_vocab(config)
   train_iter = loader.make_input(config.input, config.batch_size,
                                  image_size=config.model.image.image_size,
-                                 max_len=config.model.text.max_len)
+                                 max_len=config.model.text.max_len,
+                                 patch_size=job.naflex_patch_size(config))
   _check_input(config, train_iter.element_spec)
 
   # --- Model, optimiser, sharded state.
@@ -328,8 +355,17 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   stop.phase = "building the evaluators"
   evals = job.build_evaluators(config, model, mesh)
   stop.phase = "compiling the update step"
-  update, flops_per_step = compile_update(config, mesh, update, abstract_state)
-  memory_mib = metrics.compiled_memory(update) / 2**20
+  # The step compiled once per NaFlex sequence length (None: square images), when a batch of
+  # that length first comes; the longest now, so that the memory printed is the most it takes.
+  compiled = {}
+
+  def compiled_for(seq_len: int | None):
+    if seq_len not in compiled:
+      compiled[seq_len] = compile_update(config, mesh, update, abstract_state, seq_len)
+    return compiled[seq_len]
+
+  lengths = config.input.get("seq_lengths") if job.naflex_patch_size(config) else None
+  memory_mib = metrics.compiled_memory(compiled_for(max(lengths) if lengths else None)[0]) / 2**20
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
   # --- Restore the newest checkpoint, or initialise.
@@ -380,7 +416,9 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   with _closing(train_iter, writer, ckpt):
     while step < total_steps:
       batch = loader.to_global(next(train_iter), batch_sharding)
-      state, measured = update(state, batch)
+      seq_len = batch["image"]["patches"].shape[1] if isinstance(batch["image"], dict) else None
+      update_step, flops_per_step = compiled_for(seq_len)
+      state, measured = update_step(state, batch)
       step += 1
       ckpt.check()  # A failed asynchronous save stops the run here, not at the next save.
       row = {}

@@ -325,3 +325,45 @@ def test_trainer_on_a_mixed_shard_trains_and_logs_skipped_records(tmp_path):
   assert rows[-1]["data/skipped"] in (1, 2)
   assert rows[0]["data/skipped"] <= rows[-1]["data/skipped"]
   assert np.isfinite(rows[-1]["train/loss"])
+
+
+def test_naflex_shapes_batches_draw_one_length_per_step_in_every_process():
+  naflex = loader.NaFlex(16, (4, 9), seed=0)
+  kw = dict(global_batch=8, image_size=48, aspect=2.0, naflex=naflex)
+  whole = loader.ShapesInput(**kw, process_index=0, process_count=1)
+  parts = [loader.ShapesInput(**kw, process_index=p, process_count=2) for p in range(2)]
+  assert whole.element_spec["image"]["patches"] == ((8, 9, 768), np.dtype(np.float32))
+  lengths = []
+  for step in range(6):
+    batch = next(whole)
+    n = naflex.length(step)
+    lengths.append(n)
+    assert batch["image"]["patches"].shape == (8, n, 768) and batch["labels"].shape[0] == 8
+    rows, cols = batch["image"]["yidx"].max(1) + 1, batch["image"]["xidx"].max(1) + 1
+    assert (rows * cols == batch["image"]["mask"].sum(1)).all() and (rows * cols <= n).all()
+    halves = [next(p) for p in parts]
+    for key in ("patches", "mask"):
+      np.testing.assert_array_equal(np.concatenate([h["image"][key] for h in halves]),
+                                    batch["image"][key])
+  assert set(lengths) == {4, 9}
+  for it in [whole, *parts]:
+    it.close()
+
+
+def test_naflex_grain_batches_patchify_images_at_their_own_aspect_ratio(shard_dir):
+  """64x48 images through an op string that keeps their size: 4:3 patch grids, the length
+  drawn per step, and the step in the resumable state."""
+  pp = PP.replace("resize(32)|flip_lr|", "")
+  naflex = loader.NaFlex(8, (12, 48), seed=1)
+  it = loader.GrainInput(data={"name": "tar", "pattern": str(shard_dir)}, pp=pp, global_batch=4,
+                         naflex=naflex)
+  assert it.element_spec["image"]["patches"] == ((4, 48, 192), np.dtype(np.float32))
+  for step in range(3):
+    batch = next(it)
+    n = naflex.length(step)
+    image = batch["image"]
+    assert image["patches"].shape == (4, n, 192) and batch["labels"].shape == (4, 12)
+    rows, cols = image["yidx"].max(1) + 1, image["xidx"].max(1) + 1
+    assert (cols * 3 == rows * 4).all() and (image["mask"].sum(1) == rows * cols).all()
+  assert it.get_state()["step"] == 3
+  it.close()

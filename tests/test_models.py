@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from big_vision_lite import pytree
-from big_vision_lite.models import resnet, vit
+from big_vision_lite.models import layers, resnet, vit
 from big_vision_lite.models.text import TextTransformer
 from big_vision_lite.models.two_towers import TwoTowers
 
@@ -308,3 +308,96 @@ def test_two_towers_picks_the_image_tower_by_type():
   with pytest.raises(ValueError, match="unknown model.image type 'convnext'.*'resnet'"):
     TwoTowers(image=dict(type="convnext"), text=dict(variant="mu", vocab_size=30)).init(
         jax.random.key(0), img, txt)
+
+
+def _naive_attention(q, k, v, mask):
+  """float64 softmax(q k^T / sqrt(d)) v per head, masked logits dropped: [B, Lq, H, Dh]."""
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  logits = np.where(mask, logits, -np.inf)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  return np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_naive_softmax_with_padding_and_causal_masks(causal):
+  rng = np.random.default_rng(0)
+  q, k, v = (rng.normal(size=(2, 5, 3, 8)) for _ in range(3))
+  pad = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+  mask = np.broadcast_to(pad[:, None, None, :], (2, 3, 5, 5))
+  if causal:
+    mask = mask & np.tril(np.ones((5, 5), bool))
+  got = layers.dot_product_attention(*(jnp.asarray(t, jnp.float32) for t in (q, k, v)),
+                                     mask=layers.key_mask(jnp.asarray(pad)), is_causal=causal)
+  np.testing.assert_allclose(got, _naive_attention(q, k, v, mask), atol=1e-5)
+
+
+def _patchify(images: np.ndarray, p: int):
+  """[B, H, W, 3] -> NaFlex input over the whole grid, patches in (row, column, channel) order."""
+  b, h, w, _ = images.shape
+  patches = images.reshape(b, h // p, p, w // p, p, 3).transpose(0, 1, 3, 2, 4, 5)
+  y, x = np.divmod(np.arange((h // p) * (w // p)), w // p)
+  return dict(patches=patches.reshape(b, -1, p * p * 3), yidx=np.tile(y, (b, 1)).astype(np.int32),
+              xidx=np.tile(x, (b, 1)).astype(np.int32), mask=np.ones((b, y.size), bool))
+
+
+@pytest.mark.parametrize("pool", ["map", "gap"])
+def test_naflex_vit_is_the_square_vit_on_its_grid_and_ignores_padding(pool):
+  """On a full G x G grid the resize is the identity, so NaFlex with the Conv kernel flattened
+  is the square ViT; padding patches (any values, any indices) change nothing."""
+  kw = dict(width=16, depth=2, mlp_dim=32, num_heads=2, patch_size=(4, 4), num_classes=8,
+            pool_type=pool)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  square = vit.ViT(**kw)
+  params = square.init(jax.random.key(0), images)["params"]
+  naflex = vit.ViT(**kw, naflex=True, posemb_grid=4)
+  flex_params = {**params, "embedding": {"kernel": params["embedding"]["kernel"].reshape(48, 16),
+                                         "bias": params["embedding"]["bias"]},
+                 "pos_embedding": params["pos_embedding"].reshape(4, 4, 16)}
+  assert (jax.tree.map(np.shape, naflex.init(jax.random.key(0), _patchify(images, 4))["params"])
+          == jax.tree.map(np.shape, flex_params))
+  want = square.apply({"params": params}, images)[0]
+  inputs = _patchify(images, 4)
+  np.testing.assert_allclose(naflex.apply({"params": flex_params}, inputs)[0], want, atol=1e-5)
+  padded = {k: np.concatenate([v, np.full_like(v[:, :5], 9)], axis=1) for k, v in inputs.items()}
+  padded["mask"][:, 16:] = False
+  np.testing.assert_allclose(naflex.apply({"params": flex_params}, padded)[0], want, atol=1e-5)
+
+
+def _antialiased_bilinear(size: int, grid: int) -> np.ndarray:
+  """float64 [size, grid] weights: a triangle kernel centred at each output pixel's centre in
+  input coordinates, widened by grid / size when shrinking, normalised."""
+  scale = size / grid
+  centres = (np.arange(size) + 0.5) / scale
+  dist = np.abs(np.arange(grid)[None] + 0.5 - centres[:, None]) / max(1 / scale, 1)
+  w = np.maximum(0, 1 - dist)
+  return w / w.sum(1, keepdims=True)
+
+
+def test_naflex_posemb_is_the_grid_resized_per_image_and_read_at_each_patch():
+  rng = np.random.default_rng(0)
+  pos = rng.normal(size=(4, 4, 3))
+  shapes = [(1, 9), (2, 7), (3, 3), (6, 2), (4, 4), (5, 3)]  # One batch, padded to 16 patches.
+  yidx, xidx = np.full((2, len(shapes), 16), 15, np.int32)
+  for i, (rows, cols) in enumerate(shapes):
+    yidx[i, :rows * cols], xidx[i, :rows * cols] = np.divmod(np.arange(rows * cols), cols)
+  got = vit.naflex_posemb(jnp.asarray(pos, jnp.float32), yidx, xidx, yidx < 15)
+  for i, (rows, cols) in enumerate(shapes):
+    grid = np.einsum("ya,xc,acd->yxd", _antialiased_bilinear(rows, 4),
+                     _antialiased_bilinear(cols, 4), pos)
+    n = rows * cols
+    np.testing.assert_allclose(got[i, :n], grid[yidx[i, :n], xidx[i, :n]], atol=1e-5,
+                               err_msg=f"{rows}x{cols}")
+
+
+def test_naflex_input_errors_name_the_fix():
+  images = np.zeros((1, 8, 8, 3), np.float32)
+  kw = dict(width=8, depth=1, mlp_dim=8, num_heads=2, patch_size=(4, 4))
+  with pytest.raises(ValueError, match="takes a dict with keys .*`naflex` preprocessing op"):
+    vit.ViT(**kw, naflex=True).init(jax.random.key(0), images)
+  with pytest.raises(ValueError, match="naflex=True for NaFlex patches"):
+    vit.ViT(**kw).init(jax.random.key(0), _patchify(images, 4))
+  with pytest.raises(ValueError, match="pool_type in \\('map', 'gap'\\)"):
+    vit.ViT(**kw, naflex=True, pool_type="tok").init(jax.random.key(0), _patchify(images, 4))
+  with pytest.raises(ValueError, match="patch size \\(2, 2\\) needs 12"):
+    vit.ViT(**{**kw, "patch_size": (2, 2)}, naflex=True).init(jax.random.key(0),
+                                                               _patchify(images, 4))

@@ -118,3 +118,34 @@ def test_a_failing_op_is_named_as_written_with_the_keys_it_saw():
   assert "keys ['captions', 'image']" in str(err)
   again = pickle.loads(pickle.dumps(err))  # Crosses process boundaries intact.
   assert (again.op, again.keys, str(again)) == (err.op, err.keys, str(err))
+
+
+@pytest.mark.parametrize("hw,max_len", [((30, 70), 20), ((64, 64), 16), ((90, 20), 12),
+                                        ((5, 200), 9)])
+def test_naflex_size_is_the_largest_scale_that_fits_and_keeps_the_aspect_ratio(hw, max_len):
+  """big_vision's resize_to_sequence: sides ceil(side * r / p) * p for the largest feasible r."""
+  p = 8
+  h, w = ops.naflex_size(*hw, p, max_len)
+  assert h % p == 0 and w % p == 0 and (h // p) * (w // p) <= max_len
+  ratio = max(h / hw[0], w / hw[1])
+  grow = [max(p, int(np.ceil(s * ratio * 1.001 / p)) * p) for s in hw]  # any larger scale
+  assert (grow[0] // p) * (grow[1] // p) > max_len or grow == [h, w]
+  if hw[0] == hw[1]:
+    assert h == w == p * int(np.sqrt(max_len))
+
+
+def test_naflex_op_patchifies_row_column_channel_and_pads():
+  image = np.random.default_rng(0).integers(0, 256, (30, 70, 3), dtype=np.uint8)
+  out = ops.parse("naflex(patch_size=8, max_len=40)")({"image": image}, None)["image"]
+  h, w = ops.naflex_size(30, 70, 8, 40)
+  resized = ops.parse(f"resize(({h}, {w}))")({"image": image}, None)["image"]
+  n = (h // 8) * (w // 8)
+  assert out["patches"].shape == (40, 192) and out["mask"].sum() == n and not out["mask"][n:].any()
+  for k in range(n):  # Each patch is its image block, flattened (row, column, channel).
+    y, x = out["yidx"][k], out["xidx"][k]
+    np.testing.assert_array_equal(out["patches"][k],
+                                  resized[8 * y:8 * y + 8, 8 * x:8 * x + 8].reshape(-1))
+  assert (out["yidx"][n - 1], out["xidx"][n - 1]) == (h // 8 - 1, w // 8 - 1)
+  assert not out["patches"][n:].any()
+  floats = ops.parse("value_range(-1, 1)|naflex(8, 40)")({"image": image}, None)["image"]
+  np.testing.assert_allclose(floats["patches"][:n], ops.value_range(out["patches"][:n]), atol=0.02)

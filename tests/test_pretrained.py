@@ -16,10 +16,23 @@ from big_vision_lite.tools import export as export_tool
 from tests.test_train import CONFIG, ROOT, TINY
 from tests.test_weights import DATA, _big_vision_config, _fixture, _open_clip_config
 
-# Parameter counts of the released models (open_clip's results table, in millions).
+# Parameter counts of the released models in millions: open_clip's results table (SigLIP,
+# CLIP); SigLIP 2: KerasHub's SigLIP 2 presets (whose exact counts add the position-id buffers,
+# patches + 64, to the parameters; B/16 384 there repeats B/32 256's count, so its figure is
+# transformers' SiglipModel with the released config, which equals ours for every model).
 PUBLISHED_PARAMS_M = {"siglip_b16_224": 203.16, "siglip_b16_256": 203.20,
                       "siglip_so400m14_384": 877.96, "clip_b32": 151.28, "clip_b16": 149.62,
-                      "clip_l14": 427.62, "clip_rn50": 102.01}
+                      "clip_l14": 427.62, "clip_rn50": 102.01,
+                      "siglip2_b16_224": 375.19, "siglip2_b16_256": 375.23,
+                      "siglip2_b16_384": 375.48, "siglip2_b16_512": 375.82,
+                      "siglip2_b32_256": 376.86, "siglip2_l16_256": 881.53,
+                      "siglip2_l16_384": 881.85, "siglip2_l16_512": 882.31,
+                      "siglip2_so400m14_224": 1135.46, "siglip2_so400m14_384": 1136.01,
+                      "siglip2_so400m16_256": 1135.67, "siglip2_so400m16_384": 1136.04,
+                      "siglip2_so400m16_512": 1136.56, "siglip2_gopt16_256": 1871.39,
+                      "siglip2_gopt16_384": 1871.89,
+                      # NaFlex: transformers' Siglip2Model with the released config.
+                      "siglip2_b16_naflex": 375.23, "siglip2_so400m16_naflex": 1135.67}
 
 
 def _abstract_params(cfg):
@@ -32,12 +45,22 @@ def test_pretrained_configs_build_the_released_architectures(name):
   path = os.path.join(ROOT, "configs", "pretrained", f"{name}.py")
   cfg = config_lib.from_args(path)  # Loads without arguments.
   config_lib.validate(cfg, 1)
+  for tower in ("image", "text"):  # The same count; one traced block instead of up to 40.
+    if cfg.model[tower].get("type") != "resnet":
+      cfg.model[tower].scan = True
   count = sum(x.size for x in jax.tree.leaves(_abstract_params(cfg)))
   assert round(count / 1e6, 2) == PUBLISHED_PARAMS_M[name]
   given = config_lib.from_args(path + ":init=/w/model.bin,tokenizer=/t/spm.model")
   assert given.model_init == "/w/model.bin"
-  if name.startswith("siglip"):
+  if name.startswith("siglip_"):
     assert given.input.tokenizer == "/t/spm.model:pad=1"  # SigLIP pads with 1.
+  if name.startswith("siglip2_"):
+    assert given.input.tokenizer == "/t/spm.model"  # SigLIP 2: Gemma's, padded with 0.
+  if name.endswith("_naflex"):
+    assert "naflex(16, 256)" in cfg.input.pp
+    assert "naflex(16, 576)" in config_lib.from_args(path + ":seq_len=576").evals.imagenet.pp
+    with pytest.raises(config_lib.ConfigError, match="seq_len='many' should be a positive"):
+      config_lib.from_args(path + ":seq_len=many")
   assert sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(
       ROOT, "configs", "pretrained", "*.py"))) == sorted(pretrained.RELEASED)
 

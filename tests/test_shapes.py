@@ -60,3 +60,18 @@ def test_two_object_relations_and_articles():
 def test_bad_split():
   with pytest.raises(ValueError, match="unknown shapes split 'dev'"):
     shapes.draw(0, "dev", 0)
+
+
+def test_non_square_canvases_span_the_aspect_range_and_square_is_unchanged():
+  ratios = []
+  for i in range(40):
+    ex = shapes.draw(0, "train", i, 48, aspect=2.0)
+    h, w, _ = ex["image"].shape
+    ratios.append(w / h)
+    assert abs(h * w / 48 ** 2 - 1) < 0.05 and 0.49 < w / h < 2.05
+  assert min(ratios) < 0.7 and max(ratios) > 1.4
+  square = shapes.draw(0, "train", 3, 48)
+  np.testing.assert_array_equal(shapes.draw(0, "train", 3, 48, aspect=1.0)["image"],
+                                square["image"])
+  with pytest.raises(ValueError, match="aspect=0.5 must be >= 1"):
+    shapes.draw(0, "train", 3, 48, aspect=0.5)

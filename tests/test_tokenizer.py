@@ -139,3 +139,39 @@ def test_tokenize_op_takes_the_same_spec():
   out = op({"text": b"A Photo of a CAT"}, np.random.default_rng(0))
   np.testing.assert_array_equal(out["labels"],
                                 tokenizer.get("clip").encode(["a photo of a cat"], 16)[0])
+
+
+def _gemma_like(path) -> str:
+  """A small sentencepiece model laid out as Gemma's (SigLIP 2's tokenizer): <pad> 0, <eos> 1,
+  <bos> 2, <unk> 3, byte fallback, no dummy prefix, no normalisation."""
+  import io
+  import sentencepiece as spm
+  proto = io.BytesIO()
+  corpus = ["a photo of a cat", "a photo of a dog", "two dogs on a red sofa",
+            "the quick brown fox jumps over the lazy dog"] * 40
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(corpus), model_writer=proto, vocab_size=300, model_type="bpe",
+      pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+      bos_piece="<bos>", unk_piece="<unk>", byte_fallback=True, add_dummy_prefix=False,
+      normalization_rule_name="identity", hard_vocab_limit=False, minloglevel=2)
+  path.write_bytes(proto.getvalue())
+  return str(path)
+
+
+def test_gemma_conventions_lowercase_no_bos_eos_kept_pad_0_length_64(tmp_path):
+  import sentencepiece as spm
+  model = _gemma_like(tmp_path / "gemma_like.model")
+  sp = spm.SentencePieceProcessor(model_file=model)
+  assert (sp.pad_id(), sp.eos_id(), sp.bos_id(), sp.unk_id()) == (0, 1, 2, 3)
+  tok = tokenizer.get(model)
+  texts = ["A Photo of TWO Dogs", "猫 on a sofa", " ".join(["the lazy dog"] * 40)]
+  ids = tok.encode(texts, max_len=64)
+  assert ids.shape == (3, 64) and 2 not in ids  # never a BOS
+  for row, text in zip(ids, texts):
+    want = sp.encode(text.lower())
+    want = want[:63] + [1] if len(want) >= 64 else want + [1] + [0] * (63 - len(want))
+    np.testing.assert_array_equal(row, want)
+  assert ids[2, -1] == 1 and 0 not in ids[2]  # truncated: EOS kept last, no padding
+  # Unseen characters go through byte pieces, not unk, and decode back.
+  assert 3 not in ids[1] and sp.id_to_piece(int(ids[1, 0])).startswith("<0x")
+  assert tok.decode(ids[:2]) == [t.lower() for t in texts[:2]]

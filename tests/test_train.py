@@ -377,3 +377,34 @@ def test_lora_trains_only_the_adapters_and_reports_the_count(tmp_path, capsys):
   for a, b, c in zip(with_adapters[:2], plain[:2], base[:2]):
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-4  # The adapters did change it.
+
+
+def test_naflex_training_compiles_the_step_once_per_sequence_length(tmp_path, monkeypatch):
+  """Lengths (4, 9) drawn per batch over 3 steps (9, 4, 9 for input seed 3): two compilations,
+  one reused, on 8 devices; the evaluators' square images reach the NaFlex model as their whole
+  patch grid; a square-image input for the NaFlex model, or the reverse, is refused at start."""
+  calls = []
+  compile_update = train.compile_update
+
+  def counting(config, mesh, update, abstract_state, seq_len=None):
+    calls.append(seq_len)
+    return compile_update(config, mesh, update, abstract_state, seq_len)
+
+  monkeypatch.setattr(train, "compile_update", counting)
+  naflex = ["--config.model.image.naflex=True", "--config.evals={}",
+            "--config.input.data.aspect=2.0", "--config.total_steps=3", "--config.ckpt_steps=3",
+            "--config.input.seed=3", "--config.log_training_steps=1"]
+  results = train.main(["--config", CONFIG, "--workdir", str(tmp_path / "a")] + TINY + naflex +
+                       ["--config.input.seq_lengths=(4, 9)", "--config.evals={'z': {'type': "
+                        "'zeroshot', 'dataset': 'shapes_color', 'num_examples': 16}}"])
+  assert 0 <= results["zeroshot/shapes_color/top1"] <= 1
+  assert calls == [9, 4]  # The longest first (the memory figure), then 4 when it came.
+  rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+  assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+  with pytest.raises(train.sources.DataError, match="naflex=True takes NaFlex patches: set "
+                                                    "input.seq_lengths"):
+    train.main(["--config", CONFIG, "--workdir", str(tmp_path / "b")] + TINY + naflex)
+  with pytest.raises(train.sources.DataError, match="input.seq_lengths patchifies images for a "
+                                                    "NaFlex model.*set model.image.naflex=True"):
+    train.main(["--config", CONFIG, "--workdir", str(tmp_path / "c")] + TINY +
+               ["--config.input.seq_lengths=(4,)", "--config.evals={}"])

@@ -316,7 +316,9 @@ def test_transforms_are_inverse_pairs():
   arrays = {"linear": [rng.normal(size=(6, 4))], "conv": [rng.normal(size=(5, 3, 3, 2))],
             "lead1": [rng.normal(size=(5, 4))], "cls": [rng.normal(size=4)],
             "scalar": [np.float32(rng.normal())], "in_proj_weight": [rng.normal(size=(12, 4))],
-            "in_proj_bias": [rng.normal(size=12)], "heads_in_weight": [rng.normal(size=(4, 4))],
+            "in_proj_bias": [rng.normal(size=12)], "kv_weight": [rng.normal(size=(8, 4))],
+            "kv_bias": [rng.normal(size=8)], "grid": [rng.normal(size=(16, 3))],
+            "heads_in_weight": [rng.normal(size=(4, 4))],
             "heads_in_bias": [rng.normal(size=4)], "heads_out_weight": [rng.normal(size=(6, 4))],
             "copy": [rng.normal(size=3)]}
   assert set(arrays) == set(open_clip.TRANSFORMS) - {"bn"}
@@ -341,7 +343,7 @@ def test_export_tool_writes_a_trained_runs_parameters(tmp_path):
                posemb_cls=True, ln_pre=True, patch_bias=False, head_bias=False, act="quick_gelu",
                image_size=32)
   text = dict(variant="mu", width=32, depth=1, mlp_dim=64, num_heads=2, vocab_size=256,
-              causal=True, pool_type="last", head_bias=False, act="quick_gelu", max_len=12)
+              causal=True, pool_type="argmax", head_bias=False, act="quick_gelu", max_len=12)
   train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
       "--config.total_steps=3", "--config.evals={}", "--config.loss=softmax",
       "--config.model.bias_init=None", f"--config.model.image={image!r}",
@@ -446,6 +448,43 @@ def test_npz_export_of_a_big_vision_checkpoint_reproduces_it():
     for k in a.files:
       np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   os.remove(out)
+
+
+def _naflex_config(ref, **image):
+  """Our TwoTowers config for big_vision's NaFlex two_towers config."""
+  bv = ref["image"]
+  return dict(image={**dict(width=bv["width"], depth=bv["depth"], mlp_dim=bv["mlp_dim"],
+                            num_heads=bv["num_heads"], pool_type=bv["pool_type"],
+                            patch_size=(4, 4), naflex=True, posemb_grid=bv["nposemb"]), **image},
+              text=dict(ref["text"], max_len=8), out_dim=ref["out_dim"],
+              temperature_init=ref["temperature_init"], bias_init=ref["bias_init"])
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_big_vision_naflex_checkpoint_gives_big_vision_outputs(scan):
+  """4 images of aspect ratios 1:4 to 8:3, padded: big_vision's naflex_vit.py embeddings."""
+  io = _fixture("bv_naflex_io.npz")
+  config = _naflex_config(io["config"], scan=scan)
+  params = weights.load_params(os.path.join(DATA, "bv_naflex.npz"), config)
+  images = {k: io[k] for k in ("patches", "yidx", "xidx", "mask")}
+  out = _assert_outputs(config, params, dict(io, images=images))
+  np.testing.assert_allclose(out["b"], io["b"][0], rtol=1e-6)
+
+
+def test_naflex_and_square_checkpoints_refuse_the_other_config():
+  naflex = _fixture("bv_naflex_io.npz")
+  with pytest.raises(weights.WeightsError, match="is a NaFlex image tower .* set "
+                                                 "model.image.naflex=True"):
+    weights.load_params(os.path.join(DATA, "bv_naflex.npz"),
+                        _big_vision_config(dict(naflex["config"], image=dict(
+                            patch_size=(4, 4), width=32, depth=2, mlp_dim=64, num_heads=2))))
+  with pytest.raises(weights.WeightsError, match="posemb_grid=4"):
+    weights.load_params(os.path.join(DATA, "bv_naflex.npz"),
+                        _naflex_config(naflex["config"], posemb_grid=16))
+  square = _fixture("bv_siglip_io.npz")
+  with pytest.raises(weights.WeightsError, match="is a square-image ViT .*model.image.naflex=True: set naflex=False"):
+    weights.load_params(os.path.join(DATA, "bv_siglip.npz"),
+                        _naflex_config(dict(square["config"], image=naflex["config"]["image"])))
 
 
 @pytest.mark.parametrize("name,bias", [("oc_vit", False), ("oc_vit_bias", True),

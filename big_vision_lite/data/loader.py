@@ -25,8 +25,51 @@ import numpy as np
 from big_vision_lite import distributed
 from big_vision_lite.data import ops, shapes, sources, tokenizer as tok_lib
 
-# {name: (shape of this process's batch, dtype)}
-ElementSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
+# {name: (shape of this process's batch, dtype)}; a NaFlex image is {'image': {key: ...}}.
+ElementSpec = dict[str, Any]
+
+
+class NaFlex:
+  """Batch-level NaFlex preprocessing: each global batch `step` draws its sequence length from
+  `lengths` (a pure function of (seed, step), the same in every process), and every image of
+  the batch is resized (aspect ratio kept) and patchified to it with ops.naflex_image."""
+
+  def __init__(self, patch_size: int, lengths, seed: int = 0):
+    self.patch_size, self.lengths, self.seed = int(patch_size), tuple(lengths), seed
+    if not self.lengths or min(self.lengths) < 1:
+      raise sources.DataError(f"NaFlex sequence lengths {self.lengths} must be a non-empty list "
+                              "of positive patch counts, e.g. (128, 256, 576, 784, 1024)")
+
+  def length(self, step: int) -> int:
+    """The sequence length of global batch `step`."""
+    rng = np.random.default_rng((self.seed, step, 7))
+    return self.lengths[int(rng.integers(len(self.lengths)))]
+
+  def images(self, images, step: int) -> dict[str, np.ndarray]:
+    """Images (any sizes, [H, W, 3]) -> the stacked NaFlex input at batch `step`'s length."""
+    n = self.length(step)
+    return stack([ops.naflex_image(np.asarray(im), self.patch_size, n) for im in images])
+
+  def spec(self, local_batch: int, channels: int = 3) -> dict[str, tuple]:
+    """The NaFlex image spec at the longest length."""
+    n, p = max(self.lengths), self.patch_size
+    return {"patches": ((local_batch, n, p * p * channels), np.dtype(np.float32)),
+            "yidx": ((local_batch, n), np.dtype(np.int32)),
+            "xidx": ((local_batch, n), np.dtype(np.int32)),
+            "mask": ((local_batch, n), np.dtype(bool))}
+
+
+def stack(examples: list) -> Any:
+  """Stacks a list of examples (arrays, or dicts of them, nested) along a new batch axis."""
+  if isinstance(examples[0], dict):
+    return {k: stack([e[k] for e in examples]) for k in examples[0]}
+  return np.stack([np.asarray(e) for e in examples])
+
+
+def spec_of(example: dict, local_batch: int) -> ElementSpec:
+  """The ElementSpec of batches of `example` (a dict of arrays or nested dicts)."""
+  return {k: spec_of(v, local_batch) if isinstance(v, dict)
+          else ((local_batch, *np.shape(v)), np.asarray(v).dtype) for k, v in example.items()}
 
 
 def to_global(local_batch: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
@@ -78,16 +121,21 @@ class ShapesInput(TrainInput):
   """The infinite shapes training stream: the local part of global batch `step` is a pure
   function of (seed, step, process), so the state is just the next step. Batches are drawn
   ahead in a background thread. Captioned images and their tokens ('image', 'labels'), or,
-  with `task` (one of shapes.TASKS), one-object images and their class ('image', 'label')."""
+  with `task` (one of shapes.TASKS), one-object images and their class ('image', 'label').
+
+  `aspect` > 1 draws non-square canvases (shapes.canvas), squashed to image_size x image_size,
+  or with `naflex` (a NaFlex) patchified at their own aspect ratio."""
 
   def __init__(self, *, global_batch: int, seed: int = 0, image_size: int = 64, max_len: int = 16,
                tokenizer: str = tok_lib.SHAPES_MODEL, task: str | None = None, prefetch: int = 2,
+               aspect: float = 1.0, naflex: NaFlex | None = None,
                process_index: int | None = None, process_count: int | None = None):
     super().__init__(global_batch, process_index, process_count)
     if task is not None and task not in shapes.TASKS:
       raise sources.DataError(f"unknown shapes task {task!r}; known: {list(shapes.TASKS)}")
     self.offset = self.process_index * self.local_batch
     self.seed, self.image_size, self.max_len, self.task = seed, image_size, max_len, task
+    self.aspect, self.naflex = aspect, naflex
     self.tokenizer = tok_lib.get(tokenizer)
     self.prefetch = prefetch
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -97,7 +145,7 @@ class ShapesInput(TrainInput):
   @property
   def element_spec(self) -> ElementSpec:
     b, s = self.local_batch, self.image_size
-    image = ((b, s, s, 3), np.dtype(np.float32))
+    image = (self.naflex.spec(b) if self.naflex else ((b, s, s, 3), np.dtype(np.float32)))
     if self.task:
       return {"image": image, "label": ((b,), np.dtype(np.int32))}
     return {"image": image, "labels": ((b, self.max_len), np.dtype(np.int32))}
@@ -108,14 +156,23 @@ class ShapesInput(TrainInput):
     rows = range(step * self.global_batch + self.offset,
                  step * self.global_batch + self.offset + self.local_batch)
     if self.task:
-      examples, labels = zip(*[shapes.draw_task(self.task, self.seed, "train", i, self.image_size)
-                               for i in rows])
-      return {"image": ops.value_range(np.stack([e["image"] for e in examples])),
+      examples, labels = zip(*[shapes.draw_task(self.task, self.seed, "train", i, self.image_size,
+                                                self.aspect) for i in rows])
+      return {"image": self._images([e["image"] for e in examples], step),
               "label": np.asarray(labels, np.int32)}
-    examples = [shapes.draw(self.seed, "train", i, self.image_size, all_captions=False)
-                for i in rows]
-    return {"image": ops.value_range(np.stack([e["image"] for e in examples])),
+    examples = [shapes.draw(self.seed, "train", i, self.image_size, all_captions=False,
+                            aspect=self.aspect) for i in rows]
+    return {"image": self._images([e["image"] for e in examples], step),
             "labels": self.tokenizer.encode([e["caption"] for e in examples], self.max_len)}
+
+  def _images(self, images: list[np.ndarray], step: int):
+    """uint8 images -> float32 [-1, 1], squashed to the square size or NaFlex patches."""
+    if self.naflex:
+      out = self.naflex.images(images, step)  # Padding becomes -1: masked, never seen.
+      return {**out, "patches": ops.value_range(out["patches"])}
+    s = self.image_size
+    return ops.value_range(np.stack([ops.OPS["resize"](s)({"image": im}, None)["image"]
+                                     for im in images]))
 
   def __next__(self) -> dict[str, np.ndarray]:
     while len(self._queue) < self.prefetch + 1:
@@ -226,15 +283,19 @@ class GrainInput(TrainInput):
   and counted (the process takes its next row instead); more than `max_consecutive_skips`
   failures in a row stop with a DataError naming the failing op, since then the pipeline itself
   is broken.
+  With `naflex` (a NaFlex), the op string leaves images as arrays of any size and each batch is
+  patchified at the sequence length drawn for it.
   """
 
   def __init__(self, *, data, pp: str, global_batch: int, seed: int = 0, num_workers: int = 0,
                max_consecutive_skips: int = 100, op_defaults: dict[str, Any] | None = None,
+               naflex: NaFlex | None = None,
                process_index: int | None = None, process_count: int | None = None):
     super().__init__(global_batch, process_index, process_count)
     if max_consecutive_skips < 0:
       raise sources.DataError(f"max_consecutive_skips={max_consecutive_skips} must be >= 0")
     self.seed, self.max_consecutive_skips = seed, max_consecutive_skips
+    self.naflex, self.step = naflex, 0
     self._preprocess = _Preprocess(pp, op_defaults)
     entries = list(data) if isinstance(data, (list, tuple)) else [data]
     self._sources, datasets, weights = [], [], []
@@ -281,7 +342,11 @@ class GrainInput(TrainInput):
         continue
       self._consecutive = 0
       examples.append(ex)
-    return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
+    self.step += 1
+    if self.naflex:
+      images = self.naflex.images([e.pop("image") for e in examples], self.step - 1)
+      return {"image": images, **stack(examples)}
+    return stack(examples)
 
   @property
   def element_spec(self) -> ElementSpec:
@@ -307,13 +372,14 @@ class GrainInput(TrainInput):
     for n, index in enumerate(indices[:self.max_consecutive_skips + 1], 1):
       ex = self._preprocess(source[index], rng)
       if _SKIPPED not in ex:
-        return {k: ((self.local_batch, *np.shape(v)), np.asarray(v).dtype) for k, v in ex.items()}
+        spec = spec_of(ex, self.local_batch)
+        return {**spec, "image": self.naflex.spec(self.local_batch)} if self.naflex else spec
     raise self._broken(n, ex[_SKIPPED], entry)
 
   def get_state(self) -> dict[str, Any]:
     """This process's position, and in a multi-process job every process's (a checkpoint
     holds one state for all), with the process count and the size of each source."""
-    own = {"grain": self._iter.get_state(), "skipped": self.skipped}
+    own = {"grain": self._iter.get_state(), "skipped": self.skipped, "step": self.step}
     state = {**own, "process_count": self.process_count,
              "examples": [len(source) for _, source in self._sources]}
     if jax.process_count() > 1 and jax.process_count() == self.process_count:
@@ -338,6 +404,7 @@ class GrainInput(TrainInput):
     own = state["processes"][self.process_index] if "processes" in state else state
     self._iter.set_state(own["grain"])
     self.skipped = int(own["skipped"])
+    self.step = int(own.get("step", 0))
     self._consecutive = 0
 
   def close(self) -> None:
@@ -384,7 +451,7 @@ def _absl_flags_parsed() -> None:
 
 
 def make_input(input_config, global_batch: int, *, image_size: int | None = None,
-               max_len: int | None = None) -> TrainInput:
+               max_len: int | None = None, patch_size: int | None = None) -> TrainInput:
   """The training input for `config.input`.
 
   `input.data` is one source dict or a list of them (each with an optional `weight`), e.g.
@@ -392,9 +459,18 @@ def make_input(input_config, global_batch: int, *, image_size: int | None = None
   Without `input.pp`, `data=dict(name='shapes', ...)` uses the built-in shapes stream, drawn at
   `image_size` (unless the source sets its own `image_size`) and tokenized to `max_len`. An op
   string sets its own sizes.
+
+  `input.seq_lengths` (with the NaFlex model's `patch_size`) patchifies each batch at a
+  sequence length drawn from that list (NaFlex); `shapes`' `aspect` draws non-square canvases.
   """
   pp = input_config.get("pp")
   data = input_config.data
+  lengths = input_config.get("seq_lengths")
+  if lengths and patch_size is None:
+    raise sources.DataError("input.seq_lengths patchifies images for a NaFlex model, but the "
+                            "model takes square images: set model.image.naflex=True or drop "
+                            "input.seq_lengths")
+  naflex = NaFlex(patch_size, lengths, input_config.get("seed", 0)) if lengths else None
   if not pp:
     data = {} if isinstance(data, (list, tuple)) else dict(data)
     if data.get("name") != "shapes":
@@ -404,10 +480,11 @@ def make_input(input_config, global_batch: int, *, image_size: int | None = None
                        max_len=input_config.get("max_len") if max_len is None else max_len,
                        tokenizer=input_config.get("tokenizer") or tok_lib.SHAPES_MODEL,
                        seed=data.get("seed", 0), task=data.get("task"),
-                       image_size=data.get("image_size") or image_size or 64)
+                       image_size=data.get("image_size") or image_size or 64,
+                       aspect=data.get("aspect", 1.0), naflex=naflex)
   # `tokenize` without arguments takes the config's tokenizer and the model's text length.
   defaults = {"max_len": max_len, "model": input_config.get("tokenizer")}
   return GrainInput(data=data, pp=pp, global_batch=global_batch, seed=input_config.get("seed", 0),
                     num_workers=input_config.get("num_workers", 0),
                     max_consecutive_skips=input_config.get("max_consecutive_skips", 100),
-                    op_defaults=defaults)
+                    op_defaults=defaults, naflex=naflex)

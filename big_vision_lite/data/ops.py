@@ -122,6 +122,81 @@ def _inception_crop(image, rng, size=None, area_min: float = 5, area_max: float 
   return _pil_resize(crop, sh, sw)
 
 
+def naflex_size(height: int, width: int, patch_size: int, max_len: int) -> tuple[int, int]:
+  """(H, W), multiples of `patch_size`, for resizing a height x width image to at most `max_len`
+  patches with its aspect ratio distorted as little as rounding allows: the largest scale r whose
+  (ceil(height * r / p) * p, ceil(width * r / p) * p) fits, found by big_vision's bisection
+  (`resize_to_sequence`: r in (1e-6, 100), to 1e-5)."""
+  if max_len < 1:
+    raise ValueError(f"naflex max_len={max_len} must be at least 1 patch")
+
+  def target(ratio: float) -> tuple[int, int]:
+    return tuple(max(patch_size, int(patch_size * np.ceil(np.float32(side) * np.float32(ratio)
+                                                          / patch_size)))
+                 for side in (height, width))
+
+  lo, hi = 1e-6, 100.0
+  while hi - lo >= 1e-5:
+    mid = (lo + hi) / 2
+    h, w = target(mid)
+    if (h // patch_size) * (w // patch_size) <= max_len:
+      lo = mid
+    else:
+      hi = mid
+  return target(lo)
+
+
+def patchify(image: np.ndarray, patch_size: int, max_len: int) -> dict[str, np.ndarray]:
+  """An image [H, W, C] (H, W multiples of `patch_size`) -> the NaFlex input of one example
+  (models/vit.py): `patches` float32 [max_len, P*P*C] in (row, column, channel) order, `yidx`,
+  `xidx` int32 [max_len], `mask` bool [max_len]; padding is zeros with mask False."""
+  h, w, c = image.shape
+  rows, cols, p = h // patch_size, w // patch_size, patch_size
+  if rows * p != h or cols * p != w:
+    raise ValueError(f"patchify needs H, W multiples of the patch size {p}, got {h}x{w}: "
+                     "resize first (the naflex op does)")
+  n = rows * cols
+  if n > max_len:
+    raise ValueError(f"a {h}x{w} image is {n} patches of {p}, more than max_len={max_len}")
+  out = {"patches": np.zeros((max_len, p * p * c), np.float32),
+         "yidx": np.zeros((max_len,), np.int32), "xidx": np.zeros((max_len,), np.int32),
+         "mask": np.zeros((max_len,), bool)}
+  out["patches"][:n] = image.reshape(rows, p, cols, p, c).transpose(0, 2, 1, 3, 4).reshape(n, -1)
+  out["yidx"][:n], out["xidx"][:n] = np.divmod(np.arange(n, dtype=np.int32), cols)
+  out["mask"][:n] = True
+  return out
+
+
+def naflex_image(image: np.ndarray, patch_size: int, max_len: int,
+                 method: str = "bilinear") -> dict[str, np.ndarray]:
+  """SigLIP 2's NaFlex preprocessing: resize (antialiased) to naflex_size, patchify, pad to
+  `max_len` patches. uint8 images are resized through PIL as `resize` does, float images one
+  channel at a time; values are kept (apply value_range before or after, as for square images)."""
+  h, w = naflex_size(image.shape[0], image.shape[1], patch_size, max_len)
+  if image.dtype == np.uint8:
+    image = _pil_resize(image, h, w, method)
+  elif image.shape[:2] != (h, w):
+    image = np.stack([_pil_resize_float(image[..., k], h, w, method)
+                      for k in range(image.shape[-1])], axis=-1)
+  return patchify(image.astype(np.float32), patch_size, max_len)
+
+
+def _pil_resize_float(channel: np.ndarray, h: int, w: int, method: str) -> np.ndarray:
+  methods = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+  if method not in methods:
+    raise ValueError(f"resize method {method!r} not in {sorted(methods)}")
+  pil = Image.fromarray(channel.astype(np.float32), mode="F")
+  return np.asarray(pil.resize((w, h), methods[method]))
+
+
+def _naflex(image, rng, patch_size: int, max_len: int, method: str = "bilinear") -> dict:
+  """NaFlex (SigLIP 2): resizes keeping the aspect ratio as closely as multiples of
+  `patch_size` allow to at most `max_len` patches, then patchifies and pads to `max_len`: the
+  image becomes the dict the NaFlex ViT takes (patches, yidx, xidx, mask)."""
+  del rng
+  return naflex_image(image, patch_size, max_len, method)
+
+
 def _flip_lr(image, rng) -> np.ndarray:
   """Mirrors left-right with probability 1/2."""
   return image[:, ::-1] if rng.random() < 0.5 else image
@@ -207,6 +282,7 @@ OPS: dict[str, Callable[..., Op]] = {
     "flip_lr": _image_op(_flip_lr),
     "value_range": _image_op(_value_range),
     "normalize": _image_op(_normalize),
+    "naflex": _image_op(_naflex),
     "choice": choice,
     "tokenize": tokenize,
     "keep": keep,

@@ -6,6 +6,10 @@ phrasings. Every example is a pure function of (seed, split, index), so any proc
 example, and the training stream is infinite. 16 colour-shape combinations never appear in
 `train` (each shape twice, each colour twice), so zero-shot accuracy on them measures
 compositional generalisation.
+
+`aspect` draws non-square canvases (width / height from 1 : aspect to aspect : 1, log-uniform,
+about the area of the square one) so that preprocessing that keeps the aspect ratio (NaFlex)
+can be compared with squashing to a square.
 """
 
 import functools
@@ -84,14 +88,27 @@ def _noise_bank(size: int, count: int = 64) -> np.ndarray:
   return np.repeat(noise, 3, axis=3).astype(np.float32)
 
 
-def _place(rng: np.random.Generator, cell: int, side: int, size: int) -> tuple[int, int]:
+def _place(rng: np.random.Generator, cell: int, side: int, height: int,
+           width: int) -> tuple[int, int]:
   """Top-left corner of a `side`-pixel box centred (with jitter) in a 3x3 grid cell."""
   row, col = divmod(cell, 3)
-  cy, cx = (row + 0.5) * size / 3, (col + 0.5) * size / 3
-  jitter = size / 3 * 0.15
-  y0 = int(round(cy - side / 2 + rng.uniform(-jitter, jitter)))
-  x0 = int(round(cx - side / 2 + rng.uniform(-jitter, jitter)))
-  return min(max(y0, 0), size - side), min(max(x0, 0), size - side)
+  cy, cx = (row + 0.5) * height / 3, (col + 0.5) * width / 3
+  y0 = int(round(cy - side / 2 + rng.uniform(-height / 3 * 0.15, height / 3 * 0.15)))
+  x0 = int(round(cx - side / 2 + rng.uniform(-width / 3 * 0.15, width / 3 * 0.15)))
+  return min(max(y0, 0), height - side), min(max(x0, 0), width - side)
+
+
+def canvas(seed: int, split: str, index: int, image_size: int,
+           aspect: float = 1.0) -> tuple[int, int]:
+  """(height, width) of example `index`: square for aspect 1, else width / height drawn
+  log-uniformly from [1 / aspect, aspect] (its own random stream) at about image_size**2 pixels."""
+  if aspect < 1:
+    raise ValueError(f"shapes aspect={aspect} must be >= 1 (1: square canvases)")
+  if aspect == 1:
+    return image_size, image_size
+  rng = np.random.default_rng((seed, SPLITS[split], index, 1))
+  ratio = np.exp(rng.uniform(-np.log(aspect), np.log(aspect)))
+  return int(round(image_size / np.sqrt(ratio))), int(round(image_size * np.sqrt(ratio)))
 
 
 def _relation(cell: int, cell2: int) -> str:
@@ -103,9 +120,10 @@ def _relation(cell: int, cell2: int) -> str:
 
 def draw(seed: int, split: str, index: int, image_size: int = 64,
          combos: tuple[tuple[int, int], ...] | None = None, num_objects: int | None = None,
-         all_captions: bool = True):
+         all_captions: bool = True, aspect: float = 1.0):
   """Draws example `index` of `split`: a dict with `image` uint8 [H, W, 3], `captions` (every
-  phrasing) and `caption` (one of them, the training pick).
+  phrasing) and `caption` (one of them, the training pick). H = W = image_size, or with
+  `aspect` > 1 the non-square `canvas` (object sizes relative to its shorter side).
 
   `combos` restricts the (shape, colour) pairs (default: unseen pairs excluded from train);
   `num_objects` fixes 1 or 2 objects (default: 1 with probability P_SINGLE, else 2);
@@ -114,20 +132,22 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
   """
   if split not in SPLITS:
     raise ValueError(f"unknown shapes split {split!r}; known: {list(SPLITS)}")
+  height, width = canvas(seed, split, index, image_size, aspect)
   rng = np.random.default_rng((seed, SPLITS[split], index))
   if combos is None:
     combos = SEEN_COMBOS if split == "train" else ALL_COMBOS
   n = num_objects or (1 if rng.random() < P_SINGLE else 2)
   bg = rng.integers(0, 50)
-  bank = _noise_bank(image_size)
-  img = np.maximum(bank[rng.integers(len(bank))] + bg, 0)  # float32 [H, W, 3]
+  # Non-square canvases crop one bank of twice the side (at most sqrt(2) x the side is used).
+  bank = _noise_bank(image_size if aspect == 1 else 2 * image_size)
+  img = np.maximum(bank[rng.integers(len(bank))][:height, :width] + bg, 0)  # float32 [H, W, 3]
   cells = rng.choice(9, size=n, replace=False)
   objs = []
   for k in range(n):
     shape, color = combos[rng.integers(len(combos))]
     size = int(rng.integers(2))
-    side = max(4, int(round(SIZES[SIZE_NAMES[size]] * image_size)))
-    y0, x0 = _place(rng, int(cells[k]), side, image_size)
+    side = max(4, int(round(SIZES[SIZE_NAMES[size]] * min(height, width))))
+    y0, x0 = _place(rng, int(cells[k]), side, height, width)
     rgb = np.array(COLORS[COLOR_NAMES[color]]) + rng.normal(0, 12, 3)
     rgb = np.minimum(np.maximum(rgb, 0), 255)  # np.clip's result, without its overhead
     a = _alpha(SHAPES[shape], side)[..., None]
@@ -167,18 +187,20 @@ def task_classnames(task: str) -> list[str]:
   return list(_ATTRIBUTE[task][1])
 
 
-def draw_task(task: str, seed: int, split: str, index: int, image_size: int = 64):
+def draw_task(task: str, seed: int, split: str, index: int, image_size: int = 64,
+              aspect: float = 1.0):
   """Example `index` of a classification task: (one-object example as `draw` returns, label),
   with only its sampled caption formatted (a task has no use for the others). The held-out
   combos task draws only the 16 held-out colour-shape pairs (any split)."""
   if task == "shapes_combo_heldout":
     ex = draw(seed, split, index, image_size, combos=HELDOUT_COMBOS, num_objects=1,
-              all_captions=False)
+              all_captions=False, aspect=aspect)
     return ex, HELDOUT_COMBOS.index((ex["shape"], ex["color"]))
   if task not in _ATTRIBUTE:
     raise ValueError(f"unknown shapes task {task!r}; known: {list(TASKS)}")
   combos = SEEN_COMBOS if split == "train" else ALL_COMBOS
-  ex = draw(seed, split, index, image_size, combos=combos, num_objects=1, all_captions=False)
+  ex = draw(seed, split, index, image_size, combos=combos, num_objects=1, all_captions=False,
+            aspect=aspect)
   return ex, int(ex[_ATTRIBUTE[task][0]])
 
 

@@ -4,6 +4,8 @@ Two kinds behind one interface (`Tokenizer`), chosen by `get(spec)`:
 - SentencePiece (`spec` = a `.model` file), with big_vision's conventions: lower-cased, EOS
   appended, no BOS. Ids: 0 = padding, 1 = end of sentence, 2 = unknown. `SHAPES_MODEL` ships
   with the package (trained on the shapes caption corpus); `train` builds a model from any text.
+  These are also SigLIP 2's conventions for Gemma's 256k `tokenizer.model` (pad 0, eos 1, bos 2
+  never added, unk 3, byte fallback): pass that file, with `model.text.max_len=64`.
 - CLIP's byte-level BPE (`spec` = `'clip'`, a CLIP-style merges file `.txt.gz`, or a Hugging Face
   `tokenizer.json`), giving the ids open_clip's tokenizer gives: text cleaned with ftfy, HTML
   entities unescaped, whitespace collapsed, lower-cased; `<start_of_text>` ... `<end_of_text>`,

@@ -62,22 +62,54 @@ class MlpBlock(nn.Module):
     return nn.Dense(width, dtype=self.dtype_mm, **init)(x)
 
 
+def implementation(query: jax.Array, mask: jax.Array | None) -> str | None:
+  """jax.nn.dot_product_attention's `implementation` for these inputs: cuDNN's fused kernel on
+  a GPU where it applies (float16/bfloat16, head size a multiple of 8 up to 128, no general
+  mask: causal or none), else None (XLA)."""
+  if (jax.default_backend() == "gpu" and mask is None
+      and query.dtype in (jnp.bfloat16, jnp.float16)
+      and query.shape[-1] % 8 == 0 and query.shape[-1] <= 128):
+    return "cudnn"
+  return None
+
+
+def dot_product_attention(query, key, value, mask=None, dtype=None, *,
+                          is_causal: bool = False) -> jax.Array:
+  """Flax's `attention_fn` interface on jax.nn.dot_product_attention.
+
+  query [B, Lq, H, Dh], key and value [B, Lk, H, Dh]; mask bool, broadcastable to
+  [B, H, Lq, Lk] (True: attend); `is_causal` adds the causal mask (cuDNN skips the masked half).
+  """
+  if dtype is not None:
+    query, key, value = (t.astype(dtype) for t in (query, key, value))
+  return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
+                                      implementation=implementation(query, mask))
+
+
 def attention(num_heads: int, dtype_mm: Dtype, out_features: int | None = None,
-              out_kernel_init=None) -> nn.MultiHeadDotProductAttention:
-  """Multi-head attention named as in big_vision (`MultiHeadDotProductAttention_0`).
+              out_kernel_init=None, causal: bool = False) -> nn.MultiHeadDotProductAttention:
+  """Multi-head attention named as in big_vision (`MultiHeadDotProductAttention_0`), computed by
+  jax.nn.dot_product_attention (`causal`: token i attends to tokens <= i).
 
   Must be called inside a compact module.
   """
   return nn.MultiHeadDotProductAttention(
       num_heads=num_heads, kernel_init=nn.initializers.xavier_uniform(),
       out_features=out_features, out_kernel_init=out_kernel_init,
+      attention_fn=functools.partial(dot_product_attention, is_causal=causal),
       dtype=dtype_mm, deterministic=True, name="MultiHeadDotProductAttention_0")
+
+
+def key_mask(mask: jax.Array | None) -> jax.Array | None:
+  """A padding mask [B, N] (True: a real token) as an attention mask [B, 1, 1, N] over keys."""
+  return None if mask is None else mask[:, None, None, :]
 
 
 class Encoder1DBlock(nn.Module):
   """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x)).
 
-  `causal=True` lets token i attend to tokens <= i only (CLIP's text tower).
+  `causal=True` lets token i attend to tokens <= i only (CLIP's text tower); `mask` [B, N]
+  (True: a real token) keeps every token from attending to padding.
   """
 
   mlp_dim: int
@@ -88,10 +120,9 @@ class Encoder1DBlock(nn.Module):
   causal: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, _=None):  # [B, N, D] -> [B, N, D]
-    mask = nn.make_causal_mask(jnp.ones(x.shape[:2], bool)) if self.causal else None
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None):  # [B, N, D] -> [B, N, D]
     y = nn.LayerNorm(epsilon=self.ln_eps, name="LayerNorm_0")(x)
-    y = attention(self.num_heads, self.dtype_mm)(y, y, mask=mask)
+    y = attention(self.num_heads, self.dtype_mm, causal=self.causal)(y, y, mask=key_mask(mask))
     x = x + y.astype(x.dtype)
     y = nn.LayerNorm(epsilon=self.ln_eps, name="LayerNorm_1")(x)
     y = MlpBlock(self.mlp_dim, self.dtype_mm, self.act, name="MlpBlock_0")(y)
@@ -104,7 +135,8 @@ class Encoder(nn.Module):
 
   `scan=True` stacks the blocks' parameters on a leading axis (`encoderblock/...` with shape
   [depth, ...]) and compiles one block instead of `depth`; `remat_policy` rematerialises each
-  block in the backward pass (see REMAT_POLICIES).
+  block in the backward pass (see REMAT_POLICIES). `mask` [B, N] (True: a real token) hides
+  padding from every block's attention.
   """
 
   depth: int
@@ -118,7 +150,7 @@ class Encoder(nn.Module):
   causal: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:  # [B, N, D] -> [B, N, D]
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"unknown remat_policy {self.remat_policy!r}; "
                        f"known: {sorted(REMAT_POLICIES)}")
@@ -130,16 +162,17 @@ class Encoder(nn.Module):
               act=self.act, ln_eps=self.ln_eps, causal=self.causal)
     if self.scan:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      length=self.depth)
-      x, _ = stack(**kw, name="encoderblock")(x, None)
+                      in_axes=nn.broadcast, length=self.depth)
+      x, _ = stack(**kw, name="encoderblock")(x, mask)
     else:
       for i in range(self.depth):
-        x, _ = block(**kw, name=f"encoderblock_{i}")(x)
+        x, _ = block(**kw, name=f"encoderblock_{i}")(x, mask)
     return nn.LayerNorm(epsilon=self.ln_eps, name="encoder_norm")(x)
 
 
 class MAPHead(nn.Module):
-  """Multihead attention pooling: one learned probe attends over the tokens."""
+  """Multihead attention pooling: one learned probe attends over the tokens (the real ones only
+  where a padding `mask` [B, N] is given)."""
 
   mlp_dim: int
   num_heads: int
@@ -148,11 +181,11 @@ class MAPHead(nn.Module):
   ln_eps: float = 1e-6
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:  # [B, N, D] -> [B, D]
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:  # -> [B, D]
     n, _, d = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d), x.dtype)
     probe = jnp.tile(probe, [n, 1, 1])
-    x = attention(self.num_heads, self.dtype_mm)(probe, x)
+    x = attention(self.num_heads, self.dtype_mm)(probe, x, mask=key_mask(mask))
     y = nn.LayerNorm(epsilon=self.ln_eps, name="LayerNorm_0")(x)
     y = MlpBlock(self.mlp_dim, self.dtype_mm, self.act, name="MlpBlock_0")(y)
     x = x + y.astype(x.dtype)
@@ -164,17 +197,26 @@ POOL_TYPES = ("map", "gap", "tok", "first", "last", "argmax")
 
 def pool(x: jax.Array, pool_type: str, mlp_dim: int, num_heads: int, dtype_mm: Dtype,
          act: str = "gelu_tanh", ln_eps: float = 1e-6,
-         tokens: jax.Array | None = None) -> jax.Array:
+         tokens: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
   """Pools tokens [B, N, D] -> [B, D] with 'map', 'gap', 'first'/'tok', 'last' or 'argmax'.
+
+  A padding `mask` [B, N] (True: a real token) keeps 'map' and 'gap' to the real tokens; the
+  positional poolings ('first', 'last', 'argmax') take none.
 
   'argmax' takes the position of the largest id in `tokens` [B, N] (open_clip's text pooling:
   CLIP's end-of-text token has the largest id). Must be called inside a compact module (the
   'map' head creates parameters).
   """
+  if mask is not None and pool_type not in ("map", "gap"):
+    raise ValueError(f"pool_type {pool_type!r} cannot skip padding: use 'map' or 'gap' with a "
+                     "padding mask")
   if pool_type == "map":
-    return MAPHead(mlp_dim, num_heads, dtype_mm, act, ln_eps, name="MAPHead_0")(x)
+    return MAPHead(mlp_dim, num_heads, dtype_mm, act, ln_eps, name="MAPHead_0")(x, mask)
   if pool_type == "gap":
-    return jnp.mean(x, axis=1)
+    if mask is None:
+      return jnp.mean(x, axis=1)
+    w = mask[..., None].astype(x.dtype)
+    return jnp.sum(x * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1)
   if pool_type in ("tok", "first"):
     return x[:, 0]
   if pool_type == "last":

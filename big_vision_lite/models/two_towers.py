@@ -15,7 +15,7 @@ import numpy as np
 
 from big_vision_lite.models.resnet import ResNet
 from big_vision_lite.models.text import TextTransformer
-from big_vision_lite.models.vit import ViT
+from big_vision_lite.models.vit import ViT, decode_variant
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 IMAGE_TOWERS = {"vit": ViT, "resnet": ResNet}  # model.image['type'] -> tower
@@ -27,6 +27,17 @@ def image_tower_type(image: dict[str, Any]) -> str:
   if kind not in IMAGE_TOWERS:
     raise ValueError(f"unknown model.image type {kind!r}; known: {list(IMAGE_TOWERS)}")
   return kind
+
+
+def naflex_example(image: dict[str, Any], batch: int, seq_len: int) -> dict[str, np.ndarray]:
+  """Zero NaFlex input (see vit.ViT) of `seq_len` patches for the image tower config `image`."""
+  patch = image.get("patch_size") or decode_variant(image.get("variant")).get("patch_size")
+  if not patch:
+    raise ValueError("the NaFlex ViT needs a patch size: a variant such as 'B/16' or patch_size")
+  idx = np.arange(seq_len, dtype=np.int32)
+  return {"patches": np.zeros((batch, seq_len, patch[0] * patch[1] * 3), np.float32),
+          "yidx": np.tile(idx // 4, (batch, 1)), "xidx": np.tile(idx % 4, (batch, 1)),
+          "mask": np.ones((batch, seq_len), bool)}
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -66,13 +77,18 @@ class TwoTowers(nn.Module):
     return (tower(**{"num_classes": dims[0], "dtype_mm": dtype, **image}, name="img"),
             TextTransformer(**{"num_classes": dims[1], "dtype_mm": dtype, **self.text}, name="txt"))
 
-  def example_inputs(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+  def example_inputs(self, batch: int = 1, seq_len: int = 16) -> tuple[Any, np.ndarray | None]:
     """Zero images [batch, S, S, 3] and tokens [batch, L] at the towers' image_size and max_len
-    (what `init` needs; no tokens for a classifier)."""
+    (what `init` needs; no tokens for a classifier). A NaFlex tower gets `seq_len` zero patches
+    (its parameters do not depend on the length) in a 4 x (seq_len / 4) grid."""
     size, max_len = self.image.get("image_size"), self.text.get("max_len")
-    if not size or not (max_len or self.classes):
+    naflex = self.image.get("naflex")
+    if not (size or naflex) or not (max_len or self.classes):
       raise ValueError("example_inputs needs model.image.image_size and model.text.max_len")
-    images = np.zeros((batch, size, size, 3), np.float32)
+    if naflex:
+      images = naflex_example(self.image, batch, seq_len)
+    else:
+      images = np.zeros((batch, size, size, 3), np.float32)
     return images, None if self.classes else np.zeros((batch, max_len), np.int32)
 
   @nn.compact

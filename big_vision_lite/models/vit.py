@@ -3,6 +3,18 @@
 The defaults are big_vision's ViT. OpenAI/open_clip CLIP ViTs are the options
 `pool_type='tok', posemb_cls=True, ln_pre=True, patch_bias=False, head_bias=False,
 act='quick_gelu' (OpenAI) or 'gelu', ln_eps=1e-5`.
+
+`naflex=True` is SigLIP 2's NaFlex tower (big_vision's `naflex_vit.py`): it takes patches of
+images at their own aspect ratio and size, padded to a common length N, as the dict
+
+  {'patches': float [B, N, P*P*3], 'yidx': int32 [B, N], 'xidx': int32 [B, N], 'mask': bool [B, N]}
+
+(each patch flattened in (row, column, channel) order; yidx/xidx its row and column in the
+image's patch grid; mask False on padding). The patch embedding is a Dense `embedding` over the
+flattened patch, and the learned position embedding `pos_embedding` [G, G, D] (G =
+`posemb_grid`) is resized per image to its patch grid (max yidx + 1 rows, max xidx + 1 columns of
+its real patches) with antialiased bilinear interpolation, then read at each patch's
+(yidx, xidx). Every attention layer and the pooling ('map' or 'gap') skip the padding.
 """
 
 from typing import Any
@@ -71,6 +83,68 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.) -
 
 POSEMBS = ("learn", "sincos2d")  # ViT.posemb
 POOL_TYPES = ("map", "gap", "tok")  # ViT.pool_type: attention probe, mean, class token
+NAFLEX_POOL_TYPES = ("map", "gap")  # the poolings that can skip padding
+NAFLEX_KEYS = ("patches", "yidx", "xidx", "mask")  # the NaFlex input dict
+
+
+def posemb_resize_weights(size: jax.Array, grid: int, length: int) -> jax.Array:
+  """[length, grid]: row i holds the weights of the `grid` position-embedding entries at output
+  index i when `grid` entries are resized to `size` (a traced scalar) with antialiased bilinear
+  interpolation, as jax.image.scale_and_translate does it (row i >= size is unused).
+
+  Resizing is linear and separable, so the resized grid is Wy @ pos @ Wx^T: reading it at a
+  patch's (y, x) needs rows y of Wy and x of Wx only, never the [rows, columns, D] image.
+  """
+  return jax.image.scale_and_translate(
+      jnp.eye(grid, dtype=jnp.float32), (length, grid), (0,),
+      scale=jnp.reshape(size / grid, (1,)).astype(jnp.float32),
+      translation=jnp.zeros((1,), jnp.float32), method="bilinear", antialias=True)
+
+
+def naflex_posemb(pos: jax.Array, yidx: jax.Array, xidx: jax.Array,
+                  mask: jax.Array) -> jax.Array:
+  """The G x G grid `pos` [G, G, D] resized to each image's patch grid and read at its patches:
+  [B, N, D]. An image's grid is (max yidx + 1, max xidx + 1) over its real patches (`mask`)."""
+  grid, length = pos.shape[0], yidx.shape[1]
+  rows = jnp.max(jnp.where(mask, yidx, 0), axis=1) + 1  # [B]
+  cols = jnp.max(jnp.where(mask, xidx, 0), axis=1) + 1
+  weights = jax.vmap(posemb_resize_weights, in_axes=(0, None, None))
+  # "clip" keeps padding (whatever its indices) finite: a NaN there would reach the real tokens
+  # through the attention's zero weights (0 * NaN).
+  wy = jnp.take_along_axis(weights(rows, grid, length), yidx[..., None], axis=1,
+                           mode="clip")  # [B, N, G]
+  wx = jnp.take_along_axis(weights(cols, grid, length), xidx[..., None], axis=1, mode="clip")
+  return jnp.einsum("bna,bnc,acd->bnd", wy, wx, pos.astype(jnp.float32))
+
+
+def patchify_grid(images: jax.Array, patch: int) -> dict[str, jax.Array]:
+  """Images [B, H, W, C] (H, W multiples of `patch`) -> the NaFlex input of their whole patch
+  grid, no padding (as data/ops.patchify, on device)."""
+  b, h, w, c = images.shape
+  rows, cols = h // patch, w // patch
+  if rows * patch != h or cols * patch != w:
+    raise ValueError(f"{h}x{w} images are not a whole number of {patch}-pixel patches; resize "
+                     "them to multiples of the patch size")
+  patches = jnp.reshape(images, (b, rows, patch, cols, patch, c)).transpose(0, 1, 3, 2, 4, 5)
+  y, x = jnp.divmod(jnp.arange(rows * cols, dtype=jnp.int32), cols)
+  return {"patches": jnp.reshape(patches, (b, rows * cols, patch * patch * c)),
+          "yidx": jnp.broadcast_to(y, (b, rows * cols)),
+          "xidx": jnp.broadcast_to(x, (b, rows * cols)),
+          "mask": jnp.ones((b, rows * cols), bool)}
+
+
+def check_naflex_input(image: Any) -> None:
+  """Raises ValueError unless `image` is the NaFlex input dict (keys NAFLEX_KEYS, [B, N] index
+  arrays matching `patches` [B, N, P*P*3])."""
+  if not isinstance(image, dict) or set(image) != set(NAFLEX_KEYS):
+    got = sorted(image) if isinstance(image, dict) else f"an array of shape {np.shape(image)}"
+    raise ValueError(f"the NaFlex ViT (naflex=True) takes a dict with keys {list(NAFLEX_KEYS)}, "
+                     f"got {got}; patchify the images (the `naflex` preprocessing op)")
+  b, n = image["patches"].shape[:2]
+  for k in NAFLEX_KEYS[1:]:
+    if image[k].shape != (b, n):
+      raise ValueError(f"NaFlex input {k!r} has shape {image[k].shape}; patches "
+                       f"{image['patches'].shape} need [{b}, {n}]")
 
 
 def _pos_embedding(module: nn.Module, kind: str, seqshape: tuple[int, int], width: int):
@@ -110,6 +184,8 @@ class ViT(nn.Module):
   patch_bias: bool = True
   posemb_cls: bool = False
   head_bias: bool = True
+  naflex: bool = False
+  posemb_grid: int = 16  # NaFlex: side of the learned position-embedding grid
 
   def hparams(self) -> dict[str, Any]:
     """The variant's hyper-parameters, with any explicitly given field taking precedence."""
@@ -117,9 +193,35 @@ class ViT(nn.Module):
     hp["patch_size"] = tuple(hp["patch_size"])
     return hp
 
+  def _embed_naflex(self, image: dict[str, jax.Array], width: int, patch: tuple[int, int]):
+    """NaFlex patches and positions -> tokens [B, N, D] and the padding mask [B, N]."""
+    check_naflex_input(image)
+    if self.posemb != "learn" or self.posemb_cls or self.pool_type not in NAFLEX_POOL_TYPES:
+      raise ValueError(f"naflex=True needs posemb='learn', posemb_cls=False and pool_type in "
+                       f"{NAFLEX_POOL_TYPES}; got {self.posemb!r}, {self.posemb_cls}, "
+                       f"{self.pool_type!r}")
+    if image["patches"].shape[-1] != patch[0] * patch[1] * 3:
+      raise ValueError(f"NaFlex patches have {image['patches'].shape[-1]} values; patch size "
+                       f"{patch} needs {patch[0] * patch[1] * 3} (P*P*3): patchify with the "
+                       "model's patch size")
+    x = nn.Dense(width, use_bias=self.patch_bias, dtype=self.dtype_mm,
+                 name="embedding")(image["patches"].astype(jnp.float32))
+    pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(width)),
+                     (self.posemb_grid, self.posemb_grid, width), jnp.float32)
+    mask = image["mask"].astype(bool)
+    x = x.astype(jnp.float32) + naflex_posemb(pos, image["yidx"], image["xidx"], mask)
+    return x, mask
+
   @nn.compact
-  def __call__(self, image: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, image: jax.Array | dict[str, jax.Array]
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     hp = self.hparams()
+    if self.naflex:
+      x, mask = self._embed_naflex(image, hp["width"], hp["patch_size"])
+      return self._encode(x, hp, mask)
+    if isinstance(image, dict):
+      raise ValueError(f"this ViT takes images [B, H, W, 3], got a dict with keys {sorted(image)}"
+                       "; set model.image.naflex=True for NaFlex patches")
     if self.image_size is not None and image.shape[1:3] != (self.image_size,) * 2:
       raise ValueError(f"ViT built for {self.image_size}x{self.image_size} images got "
                        f"{image.shape[1]}x{image.shape[2]}; resize the input or set image_size")
@@ -127,7 +229,6 @@ class ViT(nn.Module):
       raise ValueError("posemb_cls=True (a learnt position for the class token) needs "
                        f"pool_type='tok' and posemb='learn', got {self.pool_type!r}, "
                        f"{self.posemb!r}")
-    out = {}
     x = nn.Conv(hp["width"], hp["patch_size"], strides=hp["patch_size"], padding="VALID",
                 use_bias=self.patch_bias, dtype=self.dtype_mm,
                 name="embedding")(image.astype(jnp.float32))
@@ -143,14 +244,19 @@ class ViT(nn.Module):
     if self.posemb_cls:
       x = x + self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(c)),
                          (1, 1 + h * w, c), jnp.float32)
+    return self._encode(x, hp)
+
+  def _encode(self, x: jax.Array, hp: dict[str, Any], mask: jax.Array | None = None):
+    """Tokens [B, N, D] (padding where `mask` is False) -> (embedding, aux)."""
+    out = {}
     if self.ln_pre:
       x = nn.LayerNorm(epsilon=self.ln_eps, name="ln_pre")(x)
     x = layers.Encoder(hp["depth"], hp["mlp_dim"], hp["num_heads"], self.dtype_mm,
                        scan=self.scan, remat_policy=self.remat_policy, act=self.act,
-                       ln_eps=self.ln_eps, name="Transformer")(x)
+                       ln_eps=self.ln_eps, name="Transformer")(x, mask)
     out["encoded"] = x
     x = layers.pool(x, self.pool_type, hp["mlp_dim"], hp["num_heads"], self.dtype_mm, self.act,
-                    self.ln_eps)
+                    self.ln_eps, mask=mask)
     out["pre_logits"] = x  # [B, D]
     return layers.head(x, self.num_classes, self.head_zeroinit, self.dtype_mm,
                        self.head_bias), out

@@ -3,13 +3,22 @@
   params = weights.load_params(path, model_config)  # host numpy float32, as model.init's tree
   weights.export(params, model_config, "model.npz", "npz")  # big_vision's layout
   weights.export(params, model_config, "model.safetensors", "safetensors")  # open_clip's layout
+  weights.export(params, model_config, "out_dir", "hf", tokenizer=spec)  # transformers' layout
 
 `path` holds one of:
-- a big_vision .npz (flat '/'-joined names, with or without a 'params/' prefix);
+- a big_vision .npz (flat '/'-joined names, with or without a 'params/' prefix), SigLIP 2's
+  NaFlex ones included (model.image.naflex=True);
 - an Orbax checkpoint of this project (parameters only): a run's checkpoints/ directory (its
   newest step), one step directory, or the workdir itself;
-- an open_clip / OpenAI CLIP state dict: .safetensors (read without torch), or .pt / .bin when
-  torch is installed (`pip install -e '.[torch]'`). See weights/open_clip.py for the mapping.
+- a PyTorch state dict: .safetensors (read without torch), or .pt / .bin when torch is installed
+  (`pip install -e '.[torch]'`), of open_clip / OpenAI CLIP, open_clip's SigLIP (timm trunk,
+  `visual.trunk.*`) or a Hugging Face `transformers` model; the layout is told by its keys
+  (weights/open_clip.py holds the mapping mechanism and open_clip's tables);
+- a Hugging Face `transformers` model directory (config.json + model.safetensors, or shards
+  listed in model.safetensors.index.json) of SiglipModel, Siglip2Model (NaFlex) or CLIPModel,
+  or a repository id
+  `hf:ORG/NAME` from huggingface_hub's cache (weights/hf.py). `hf_config(path)` gives the
+  model config that matches it.
 
 As it loads, the checkpoint is fitted to the model: encoder blocks stacked or unstacked to the
 model's `scan`; image position embeddings resampled to the configured resolution (bilinear zoom
@@ -30,9 +39,9 @@ import numpy as np
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import errors, pytree
 from big_vision_lite.models.two_towers import TwoTowers, image_tower_type
-from big_vision_lite.weights import open_clip
+from big_vision_lite.weights import hf, open_clip
 
-FORMATS = ("npz", "safetensors")
+FORMATS = ("npz", "safetensors", "hf")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
 
@@ -51,7 +60,13 @@ def target_shapes(model_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
   return {n: tuple(x.shape) for n, x in pytree.named_leaves(abstract)}
 
 
-# --- Reading: each format -> ({name: array}, whether names are open_clip state-dict keys).
+def hf_config(path: str) -> dict[str, Any]:
+  """Our model config (TwoTowers' arguments) for a Hugging Face model directory, its
+  config.json, or an `hf:ORG/NAME` repository id."""
+  return hf.model_config(hf.read_config(path), path)
+
+
+# --- Reading: each format -> ({name: array}, the state-dict layout or None for our names).
 
 def _damaged(path: str, kind: str, e: BaseException) -> WeightsError:
   return WeightsError(f"{path} is not a readable {kind} ({type(e).__name__}: {e}); the file is "
@@ -130,20 +145,34 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
   return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()}
 
 
-def read(path: str) -> tuple[dict[str, np.ndarray], bool]:
-  """The checkpoint at `path` as ({name: array}, is_open_clip_state_dict)."""
+def read(path: str) -> tuple[dict[str, np.ndarray], str | None]:
+  """The checkpoint at `path` as ({name: array}, its state-dict layout (open_clip.layout) or
+  None when the names are ours)."""
+  path = hf.resolve(path)
   if not os.path.exists(path):
     raise WeightsError(f"checkpoint {path!r} not found")
-  if os.path.isdir(path):
-    return _read_orbax(path), False
-  if path.endswith(".npz"):
-    return _read_npz(path), False
-  if path.endswith(".safetensors"):
-    return _read_safetensors(path), True
-  if path.endswith(TORCH_SUFFIXES):
-    return _read_torch(path), True
-  raise WeightsError(f"{path}: unknown checkpoint format; expected a big_vision .npz, an Orbax "
-                     "checkpoint directory, or an open_clip state dict (.safetensors, .pt, .bin)")
+  if hf.is_model_dir(path) or path.endswith(hf.INDEX):
+    state = hf.read_state(path if os.path.isdir(path) else os.path.dirname(path))
+  elif os.path.isdir(path):
+    return _read_orbax(path), None
+  elif path.endswith(".npz"):
+    return _read_npz(path), None
+  elif path.endswith(".safetensors"):
+    state = _read_safetensors(path)
+  elif path.endswith(TORCH_SUFFIXES):
+    state = _read_torch(path)
+  else:
+    raise WeightsError(f"{path}: unknown checkpoint format; expected a big_vision .npz, an Orbax "
+                       "checkpoint directory, a PyTorch state dict (.safetensors, .pt, .bin) or a "
+                       "Hugging Face model directory")
+  return state, open_clip.layout(state)
+
+
+def _table(layout: str, model_config: dict[str, Any]):
+  """The state-dict table (and attention heads) of `layout` for a model like `model_config`."""
+  if layout.startswith("hf_"):
+    return hf.entries(model_config, layout)
+  return open_clip.entries(model_config, layout)
 
 
 # --- Fitting a checkpoint to the model.
@@ -194,6 +223,31 @@ def resample_posemb(old: np.ndarray, new_tokens: int, num_prefix: int) -> np.nda
   return np.concatenate([old[:, :num_prefix], grid.reshape(1, gs_new ** 2, -1)], axis=1)
 
 
+def _check_naflex(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
+                  path: str) -> None:
+  """A NaFlex checkpoint (Dense patch kernel [P*P*3, D], position grid [G, G, D]) into a square
+  ViT, or the reverse: WeightsError saying which option to set."""
+  name = "img/embedding/kernel"
+  if name not in flat or name not in want or len(want[name]) not in (2, 4):
+    return
+  stored_naflex, model_naflex = flat[name].ndim == 2, len(want[name]) == 2
+  if stored_naflex and not model_naflex:
+    raise WeightsError(f"checkpoint {path} is a NaFlex image tower (Dense patch embedding "
+                       f"{flat[name].shape}) but the model's ViT takes square images: set "
+                       "model.image.naflex=True (and posemb_grid to the checkpoint's position "
+                       "grid side) and feed patches from the `naflex` op")
+  if model_naflex and not stored_naflex:
+    raise WeightsError(f"checkpoint {path} is a square-image ViT (convolutional patch embedding "
+                       f"{flat[name].shape}) but model.image.naflex=True: set naflex=False and "
+                       "image_size, or load a NaFlex checkpoint")
+  pos = flat.get("img/pos_embedding")
+  # Square ViTs' position embeddings are resampled to the resolution instead (_fit).
+  if model_naflex and pos is not None and pos.shape != want["img/pos_embedding"]:
+    raise WeightsError(f"checkpoint {path}: NaFlex position grid {pos.shape} vs the model's "
+                       f"{want['img/pos_embedding']}: set model.image.posemb_grid="
+                       f"{pos.shape[0]} (and the width to {pos.shape[-1]})")
+
+
 def _fit(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
          model_config: dict[str, Any]) -> dict[str, np.ndarray]:
   """Scan layout, position-embedding resolution and text length fitted to the model."""
@@ -213,23 +267,30 @@ def _fit(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
   return flat
 
 
-OPEN_CLIP_HINT = (
-    "open_clip / OpenAI CLIP weights need model.image: pool_type='tok', posemb_cls=True, "
-    "ln_pre=True, patch_bias=False, head_bias=False (ViT) or type='resnet'; model.text: "
-    "causal=True, pool_type='argmax', head_bias=False; and model.out_dim set")
+HINTS = {
+    "open_clip": (
+        "open_clip / OpenAI CLIP weights need model.image: pool_type='tok', posemb_cls=True, "
+        "ln_pre=True, patch_bias=False, head_bias=False (ViT) or type='resnet'; model.text: "
+        "causal=True, pool_type='argmax', head_bias=False; and model.out_dim set"),
+    "timm_siglip": (
+        "open_clip's SigLIP weights need big_vision's SigLIP towers: model.image pool_type='map' "
+        "(out_dim None for the image unless it has visual.head.proj), model.text "
+        "pool_type='last' with a head"),
+}
+HF_HINT = "Build the model with weights.hf_config(path) (a directory's config.json says it all)"
 
 
 def _check(flat: dict[str, np.ndarray], want: dict[str, tuple[int, ...]], keep: set[str],
-           extra: Sequence[str], path: str, open_clip_layout: bool) -> None:
+           extra: Sequence[str], path: str, layout: str | None) -> None:
   """Raises WeightsError naming every missing, unexpected and mis-shaped parameter."""
   missing = sorted(n for n in want if n not in flat and n not in keep)
   unexpected = sorted([n for n in flat if n not in want] + list(extra))
   if missing or unexpected:
     lines = [f"  missing (in the model, not in the checkpoint): {n}" for n in missing]
     lines += [f"  unexpected (in the checkpoint, not in the model): {n}" for n in unexpected]
-    hint = OPEN_CLIP_HINT if open_clip_layout else (
+    hint = HINTS.get(layout) or (HF_HINT if layout else (
         "Set the model config to the checkpoint's architecture (variant, pool_type, scan, "
-        "bias_init, ...)")
+        "bias_init, ...)"))
     raise WeightsError(f"checkpoint {path} does not fit the model ({len(missing)} missing, "
                        f"{len(unexpected)} unexpected parameters):\n{_first(lines)}\n{hint}, "
                        "or list parameters to initialise afresh in dont_load.")
@@ -273,6 +334,9 @@ def load_params(path: str, model_config, *, init_params=None, dont_load: Sequenc
   regex keep `init_params`' values (and need not be in the checkpoint). `tokenizer` (a spec for
   tokenizer.get or a tokenizer) is checked against the checkpoint's vocabulary."""
   model_config = _plain(model_config)
+  path = hf.resolve(path)
+  if hf.is_model_dir(path):
+    hf.read_config(path)  # An unsupported architecture says so before the model is built.
   want = target_shapes(model_config)
   rules = [(r, True) for r in dont_load]
   pytree.rule_tree(rules, {})  # Fails early, naming a bad regex.
@@ -280,13 +344,14 @@ def load_params(path: str, model_config, *, init_params=None, dont_load: Sequenc
   if keep and init_params is None:
     raise WeightsError(f"dont_load matches {sorted(keep)[:3]}...: those keep init_params' "
                        "values, so pass init_params")
-  flat, open_clip_layout = read(path)
+  flat, layout = read(path)
   extra: list[str] = []
-  if open_clip_layout:
-    flat, extra = open_clip.to_ours(flat, model_config)
+  if layout:
+    flat, extra = open_clip.convert(flat, *_table(layout, model_config))
+  _check_naflex(flat, want, path)
   flat = _fit(flat, want, model_config)
   _check_vocab(flat, want, keep, tokenizer, path)
-  _check(flat, want, keep, extra, path, open_clip_layout)
+  _check(flat, want, keep, extra, path, layout)
   init = dict(pytree.named_leaves(jax.device_get(init_params))) if keep else {}
   tree: dict = {}
   for name in want:
@@ -322,14 +387,48 @@ def _open_clip_problems(model_config: dict[str, Any]) -> list[str]:
   return problems
 
 
-def export(params, model_config, path: str, format: str) -> None:  # pylint: disable=redefined-builtin
+def _export_hf(flat: dict[str, np.ndarray], model_config: dict[str, Any], path: str,
+               tokenizer: str | None) -> None:
+  """A transformers model directory: config.json, model.safetensors and the tokenizer's file
+  (with tokenizer_config.json for a Gemma-layout sentencepiece model)."""
+  import json  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  config = hf.export_config(model_config)
+  for prefix in _encoder_prefixes(flat, scanned=True):
+    flat = _unstack_blocks(flat, prefix)
+  state = hf.export_state(flat, model_config)
+  os.makedirs(path, exist_ok=True)
+  tmp = os.path.join(path, f".tmp{os.getpid()}")
+  save_file(state, tmp, metadata={"format": "pt"})
+  os.replace(tmp, os.path.join(path, hf.SAFETENSORS))
+  files, tokenizer_config = hf.tokenizer_files(tokenizer, config["architectures"][0],
+                                                config["text_config"]["max_position_embeddings"])
+  for name, source in files.items():
+    shutil.copyfile(source, os.path.join(path, name))
+  if tokenizer_config:
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(tokenizer_config, f, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(path, "tokenizer_config.json"))
+  with open(tmp, "w", encoding="utf-8") as f:  # Last: a directory with config.json is whole.
+    json.dump(config, f, indent=2, sort_keys=True)
+  os.replace(tmp, os.path.join(path, hf.CONFIG))
+
+
+def export(params, model_config, path: str, format: str,  # pylint: disable=redefined-builtin
+           tokenizer: str | None = None) -> None:
   """Writes `params` to `path`: 'npz' in big_vision's layout (flat '/'-joined names, as the
-  model holds them), or 'safetensors' as an open_clip CLIP state dict (float32). The file is
-  written whole or not at all."""
+  model holds them), 'safetensors' as an open_clip CLIP state dict (float32), or 'hf' as a
+  Hugging Face transformers directory (SiglipModel, Siglip2Model for NaFlex, or CLIPModel:
+  config.json, model.safetensors
+  and, given the run's `tokenizer` spec, its file). Each file is written whole or not at all."""
   model_config = _plain(model_config)
   flat = {n: np.asarray(x, np.float32) for n, x in pytree.named_leaves(jax.device_get(params))}
   if format not in FORMATS:
     raise WeightsError(f"unknown export format {format!r}; known: {list(FORMATS)}")
+  if format == "hf":
+    _export_hf(flat, model_config, path, tokenizer)
+    return
   tmp = f"{path}.tmp{os.getpid()}"
   if format == "npz":
     with open(tmp, "wb") as f:
@@ -341,8 +440,9 @@ def export(params, model_config, path: str, format: str) -> None:  # pylint: dis
                          "\n  ".join(problems) + "\nExport as npz (big_vision's layout) instead.")
     for prefix in _encoder_prefixes(flat, scanned=True):
       flat = _unstack_blocks(flat, prefix)
-    state = open_clip.from_ours(flat, model_config)
-    written, _ = open_clip.to_ours(state, model_config)
+    table = _table("open_clip", model_config)
+    state = open_clip.unconvert(flat, *table)
+    written, _ = open_clip.convert(state, *table)
     left = sorted(set(flat) - set(written))
     if left:
       raise WeightsError(f"cannot export as safetensors: no open_clip key for {left}; export as "

@@ -1,13 +1,18 @@
-"""open_clip / OpenAI CLIP state dicts <-> our parameter names, both ways.
+"""PyTorch state dicts <-> our parameter names, both ways: the one mapping mechanism.
 
-One table, built from the model config, lists every state-dict key of a CLIP model with that
+A table, built from the model config, lists every state-dict key of a model with that
 architecture, the parameters it becomes and the transform between the two layouts (torch Linear
 [out, in] vs Flax kernels [in, out] or [in, heads, head_dim]; conv OIHW vs HWIO; the packed
 q/k/v `in_proj`; batch norm's running statistics folded into a per-channel scale and bias).
 Loading applies the transforms forwards, export backwards, so the two are inverses by
-construction.
+construction (`convert`, `unconvert`).
+
+This module holds the tables of open_clip / OpenAI CLIP state dicts and of open_clip's SigLIP
+models (a timm trunk under `visual.trunk.`); weights/hf.py holds those of Hugging Face
+`transformers` models. `layout(state)` tells which one a state dict is.
 """
 
+import math
 import re
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -21,7 +26,9 @@ from big_vision_lite.models.vit import ViT
 BN_EPS = 1e-5  # torch's BatchNorm2d default, used by CLIP's ResNets.
 # Keys some state dicts carry that are not parameters: OpenAI's TorchScript archives store the
 # input sizes, torch's batch norm counts its updates.
-IGNORED = re.compile(r"(input_resolution|context_length|vocab_size|.*num_batches_tracked)")
+# transformers' position-id buffers (saved by older versions) are not parameters either.
+IGNORED = re.compile(
+    r"(input_resolution|context_length|vocab_size|.*num_batches_tracked|.*position_ids)")
 
 
 class Entry(NamedTuple):
@@ -60,12 +67,20 @@ TRANSFORMS: dict[str, tuple[Callable[..., list], Callable[..., list]]] = {
                        lambda a, h: [np.concatenate([w.reshape(w.shape[0], -1).T for w in a])]),
     "in_proj_bias": (lambda a, h: [b.reshape(h, -1) for b in np.split(a[0], 3)],
                      lambda a, h: [np.concatenate([b.reshape(-1) for b in a])]),
+    # timm's attention pool packs key and value only (`kv`), the query comes from the latent.
+    "kv_weight": (lambda a, h: [_split_heads(w.T, h) for w in np.split(a[0], 2)],
+                  lambda a, h: [np.concatenate([w.reshape(w.shape[0], -1).T for w in a])]),
+    "kv_bias": (lambda a, h: [b.reshape(h, -1) for b in np.split(a[0], 2)],
+                lambda a, h: [np.concatenate([b.reshape(-1) for b in a])]),
     "heads_in_weight": (lambda a, h: [_split_heads(a[0].T, h)],
                         lambda a, h: [a[0].reshape(a[0].shape[0], -1).T]),
     "heads_in_bias": (lambda a, h: [a[0].reshape(h, -1)], lambda a, h: [a[0].reshape(-1)]),
     "heads_out_weight": (lambda a, h: [a[0].T.reshape(h, -1, a[0].shape[0])],
                          lambda a, h: [a[0].reshape(-1, a[0].shape[-1]).T]),
     "bn": (lambda a, h: _fold_bn(*a), lambda a, h: _unfold_bn(*a)),
+    # A square position grid stored flat ([G * G, D], transformers' Siglip2) <-> [G, G, D].
+    "grid": (lambda a, h: [a[0].reshape(math.isqrt(a[0].shape[0]), -1, a[0].shape[-1])],
+             lambda a, h: [a[0].reshape(-1, a[0].shape[-1])]),
 }
 
 
@@ -128,37 +143,108 @@ def _resnet_entries(layers: tuple[int, ...]) -> Iterator[Entry]:
   yield Entry(("visual.attnpool.c_proj.bias",), (f"{att}/out/bias",), "copy")
 
 
-def _text_entries(depth: int) -> Iterator[Entry]:
-  yield Entry(("token_embedding.weight",), ("txt/Embed_0/embedding",), "copy")
-  yield Entry(("positional_embedding",), ("txt/pos_embedding",), "lead1")
+def _text_entries(depth: int, siglip: bool = False) -> Iterator[Entry]:
+  """open_clip's text tower: CLIP's, or SigLIP's (a separate `text.` module whose projection
+  is an nn.Linear with a bias)."""
+  prefix = "text." if siglip else ""
+  yield Entry((f"{prefix}token_embedding.weight",), ("txt/Embed_0/embedding",), "copy")
+  yield Entry((f"{prefix}positional_embedding",), ("txt/pos_embedding",), "lead1")
   for i in range(depth):
-    yield from _resblock(f"transformer.resblocks.{i}", f"txt/Encoder_0/encoderblock_{i}")
-  yield from _layernorm("ln_final", "txt/Encoder_0/encoder_norm")
-  yield Entry(("text_projection",), ("txt/head/kernel",), "copy")
+    yield from _resblock(f"{prefix}transformer.resblocks.{i}", f"txt/Encoder_0/encoderblock_{i}")
+  yield from _layernorm(f"{prefix}ln_final", "txt/Encoder_0/encoder_norm")
+  if siglip:
+    yield from _linear("text.text_projection", "txt/head")
+  else:
+    yield Entry(("text_projection",), ("txt/head/kernel",), "copy")
   yield Entry(("logit_scale",), ("t",), "scalar")
   yield Entry(("logit_bias",), ("b",), "scalar")
 
 
-def entries(model_config: dict[str, Any]) -> tuple[list[Entry], dict[str, int]]:
-  """The state-dict table of a CLIP model shaped like `model_config`, and the attention heads
-  of each tower ({'img': H, 'txt': H})."""
+def _timm_map_head(tk: str, ours: str) -> Iterator[Entry]:
+  """timm's AttentionPoolLatent `tk` <-> our MAPHead `ours` (big_vision's MAP head)."""
+  att = f"{ours}/MultiHeadDotProductAttention_0"
+  yield Entry((f"{tk}.latent",), (f"{ours}/probe",), "copy")
+  yield Entry((f"{tk}.q.weight",), (f"{att}/query/kernel",), "heads_in_weight")
+  yield Entry((f"{tk}.q.bias",), (f"{att}/query/bias",), "heads_in_bias")
+  yield Entry((f"{tk}.kv.weight",), (f"{att}/key/kernel", f"{att}/value/kernel"), "kv_weight")
+  yield Entry((f"{tk}.kv.bias",), (f"{att}/key/bias", f"{att}/value/bias"), "kv_bias")
+  yield Entry((f"{tk}.proj.weight",), (f"{att}/out/kernel",), "heads_out_weight")
+  yield Entry((f"{tk}.proj.bias",), (f"{att}/out/bias",), "copy")
+  yield from _layernorm(f"{tk}.norm", f"{ours}/LayerNorm_0")
+  yield from _linear(f"{tk}.mlp.fc1", f"{ours}/MlpBlock_0/Dense_0")
+  yield from _linear(f"{tk}.mlp.fc2", f"{ours}/MlpBlock_0/Dense_1")
+
+
+def _linear(tk: str, ours: str) -> Iterator[Entry]:
+  yield Entry((f"{tk}.weight",), (f"{ours}/kernel",), "linear")
+  yield Entry((f"{tk}.bias",), (f"{ours}/bias",), "copy")
+
+
+def _timm_vit_entries(depth: int) -> Iterator[Entry]:
+  """open_clip's SigLIP image tower: a timm VisionTransformer (MAP pooling) under `visual.trunk`."""
+  trunk = "visual.trunk"
+  yield Entry((f"{trunk}.patch_embed.proj.weight",), ("img/embedding/kernel",), "conv")
+  yield Entry((f"{trunk}.patch_embed.proj.bias",), ("img/embedding/bias",), "copy")
+  yield Entry((f"{trunk}.pos_embed",), ("img/pos_embedding",), "copy")
+  for i in range(depth):
+    tk, ours = f"{trunk}.blocks.{i}", f"img/Transformer/encoderblock_{i}"
+    att = f"{ours}/MultiHeadDotProductAttention_0"
+    yield from _layernorm(f"{tk}.norm1", f"{ours}/LayerNorm_0")
+    yield Entry((f"{tk}.attn.qkv.weight",), tuple(f"{att}/{x}/kernel" for x in
+                                                   ("query", "key", "value")), "in_proj_weight")
+    yield Entry((f"{tk}.attn.qkv.bias",), tuple(f"{att}/{x}/bias" for x in
+                                                 ("query", "key", "value")), "in_proj_bias")
+    yield Entry((f"{tk}.attn.proj.weight",), (f"{att}/out/kernel",), "heads_out_weight")
+    yield Entry((f"{tk}.attn.proj.bias",), (f"{att}/out/bias",), "copy")
+    yield from _layernorm(f"{tk}.norm2", f"{ours}/LayerNorm_1")
+    yield from _linear(f"{tk}.mlp.fc1", f"{ours}/MlpBlock_0/Dense_0")
+    yield from _linear(f"{tk}.mlp.fc2", f"{ours}/MlpBlock_0/Dense_1")
+  yield from _layernorm(f"{trunk}.norm", "img/Transformer/encoder_norm")
+  yield from _timm_map_head(f"{trunk}.attn_pool", "img/MAPHead_0")
+  yield from _linear("visual.head.proj", "img/head")  # Only where open_clip adds a projection.
+
+
+def tower_hparams(model_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The image and text towers' resolved hyper-parameters (width, depth, heads, ...)."""
   image = {k: v for k, v in model_config["image"].items() if k != "type"}
-  text = TextTransformer(**model_config["text"]).hparams()
-  table = list(_text_entries(text["depth"]))
-  if image_tower_type(model_config["image"]) == "resnet":
-    hp = ResNet(**image).hparams()
-    table += _resnet_entries(hp["layers"])
+  tower = ResNet if image_tower_type(model_config["image"]) == "resnet" else ViT
+  return tower(**image).hparams(), TextTransformer(**model_config["text"]).hparams()
+
+
+def entries(model_config: dict[str, Any], layout: str = "open_clip"
+            ) -> tuple[list[Entry], dict[str, int]]:
+  """The state-dict table of an open_clip model shaped like `model_config` ('open_clip': CLIP;
+  'timm_siglip': SigLIP with a timm trunk), and each tower's attention heads ({'img': H, ...})."""
+  img, text = tower_hparams(model_config)
+  if layout == "timm_siglip":
+    table = list(_text_entries(text["depth"], siglip=True)) + list(_timm_vit_entries(img["depth"]))
+  elif image_tower_type(model_config["image"]) == "resnet":
+    table = list(_text_entries(text["depth"])) + list(_resnet_entries(img["layers"]))
   else:
-    hp = ViT(**image).hparams()
-    table += _vit_entries(hp["depth"])
-  return table, {"img": hp["num_heads"], "txt": text["num_heads"]}
+    table = list(_text_entries(text["depth"])) + list(_vit_entries(img["depth"]))
+  return table, {"img": img["num_heads"], "txt": text["num_heads"]}
 
 
-def to_ours(state: dict[str, np.ndarray], model_config: dict[str, Any]
+def layout(state: dict[str, Any]) -> str:
+  """Which table a state dict's keys follow: 'open_clip', 'timm_siglip', or one of
+  weights/hf.py's ('hf_siglip', 'hf_siglip2', 'hf_clip')."""
+  keys = {k.removeprefix("module.") for k in state}
+  if any(k.startswith("visual.trunk.") for k in keys):
+    return "timm_siglip"
+  if "vision_model.embeddings.class_embedding" in keys:
+    return "hf_clip"
+  patch = state.get("vision_model.embeddings.patch_embedding.weight")
+  if patch is not None:
+    return "hf_siglip2" if np.ndim(patch) == 2 else "hf_siglip"
+  if any(k.startswith(("vision_model.", "text_model.")) for k in keys):
+    return "hf_siglip"
+  return "open_clip"
+
+
+def convert(state: dict[str, np.ndarray], table: list[Entry], heads: dict[str, int]
             ) -> tuple[dict[str, np.ndarray], list[str]]:
-  """A CLIP state dict -> ({our name: array}, state-dict keys the table does not know)."""
+  """A state dict -> ({our name: array}, state-dict keys the table does not know)."""
   state = {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved checkpoints.
-  table, heads = entries(model_config)
   out, used = {}, set()
   for entry in table:
     if not all(k in state for k in entry.torch_keys):
@@ -171,9 +257,9 @@ def to_ours(state: dict[str, np.ndarray], model_config: dict[str, Any]
   return out, unknown
 
 
-def from_ours(flat: dict[str, np.ndarray], model_config: dict[str, Any]) -> dict[str, np.ndarray]:
-  """{our name: array} (unscanned) -> the CLIP state dict, for every table entry present."""
-  table, heads = entries(model_config)
+def unconvert(flat: dict[str, np.ndarray], table: list[Entry], heads: dict[str, int]
+              ) -> dict[str, np.ndarray]:
+  """{our name: array} (unscanned) -> the state dict, for every table entry present."""
   state = {}
   for entry in table:
     if not all(n in flat for n in entry.names):
