@@ -304,6 +304,8 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=20, help="timed steps per round and codebase")
   p.add_argument("--parts", action="store_true",
                  help="also time the forward pass and the gradient of each codebase")
+  p.add_argument("--part_steps", type=int, default=5,
+                 help="timed calls per round of the forward pass and the gradient (--parts)")
   p.add_argument("--only", nargs="+", choices=CODEBASES, default=CODEBASES)
   p.add_argument("--worker", choices=CODEBASES, help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -341,7 +343,8 @@ def main() -> None:
   for r in range(args.rounds):
     for part in parts:
       for name in args.only:
-        times[name, part].append(ask(name, part, args.steps))
+        times[name, part].append(ask(name, part, args.steps if part == "step" else
+                                     args.part_steps))
     print(f"round {r + 1}: " + ", ".join(f"{name} {times[name, 'step'][-1] * 1e3:.0f} ms"
                                          for name in args.only), flush=True)
   for proc in procs.values():
@@ -349,7 +352,9 @@ def main() -> None:
     proc.wait()
 
   median = statistics.median
-  print(f"\n{args.rounds} interleaved rounds of {args.steps} steps; load average "
+  print(f"\n{args.rounds} interleaved rounds of {args.steps} steps"
+        + (f" ({args.part_steps} forward passes and gradients)" if args.parts else "")
+        + f"; load average "
         f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after; {time.time() - started:.0f} s")
   print("| codebase | median step | rounds | vs big_vision | vs open_clip |")
   print("|---|---|---|---|---|")
