@@ -1,11 +1,15 @@
-"""Shared by the step benchmarks: a random batch on the devices, and timed update steps."""
+"""Shared by the step benchmarks: a random batch on the devices, timed update steps, the plain
+step they are compared with, and the copies in a compiled step."""
 
+import re
 import time
 
 import jax
 import numpy as np
+import optax
 
-from big_vision_lite import train
+from big_vision_lite import job, losses, pytree, train
+from big_vision_lite import sharding as sharding_lib
 
 
 def random_batch(cfg, mesh) -> dict[str, jax.Array]:
@@ -23,9 +27,62 @@ def time_steps(update, state, batch, steps: int, warmup: int = 2):
   """(seconds per step over `steps` timed steps after `warmup` untimed ones, final state)."""
   for _ in range(warmup):
     state, m = update(state, batch)
-  jax.block_until_ready(m)
+  if warmup:
+    jax.block_until_ready(m)
   start = time.perf_counter()
   for _ in range(steps):
     state, m = update(state, batch)
   jax.block_until_ready(m)
   return (time.perf_counter() - start) / steps, state
+
+
+def time_interleaved(steps: dict, batch, rounds: int, steps_per_round: int,
+                     warmup: int = 2) -> dict[str, list[float]]:
+  """{name: [seconds per step in each round]} for `steps` {name: (update, state)}: every round
+  times each step in turn, so that load from other work on the machine falls on all alike."""
+  states = {name: state for name, (_, state) in steps.items()}
+  times = {name: [] for name in steps}
+  for r in range(rounds):
+    for name, (update, _) in steps.items():
+      seconds, states[name] = time_steps(update, states[name], batch, steps_per_round,
+                                         warmup if r == 0 else 0)
+      times[name].append(seconds)
+  return times
+
+
+def plain_update(cfg, mesh, total_steps: int, warmup_steps: int = 0):
+  """(update, abstract_state, init_fn): the step with nothing but the loss, its gradient and
+  the same optimiser (clipping included), as a minimal harness writes it: no non-finite guard,
+  no gradient-norm metric, no metrics. The trainer's step (train.build) is timed against it."""
+  model = job.build_model(cfg)
+  tx, _, abstract_state, shardings, init_fn, mask = train.create_train_state(
+      cfg, model, mesh, total_steps, warmup_steps)
+  apply = job.apply_fn(cfg, model)
+  contrastive = losses.make_loss(cfg.loss, mesh)
+
+  def update(state, batch):
+    trainable, frozen = pytree.partition(state["params"], mask)
+
+    def loss_fn(params):
+      zimg, ztxt, out = apply(pytree.merge(params, frozen), batch["image"], batch["labels"])
+      return contrastive(zimg, ztxt, out["t"], out["b"])[0]
+
+    loss, grads = jax.value_and_grad(loss_fn)(trainable)
+    updates, opt = tx.update(grads, state["opt"], trainable)
+    params = pytree.merge(optax.apply_updates(trainable, updates), frozen)
+    return {**state, "params": params, "opt": opt, "step": state["step"] + 1}, loss
+
+  update = jax.jit(update, donate_argnums=0,
+                   in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
+                   out_shardings=(shardings, sharding_lib.replicated(mesh)))
+  return update, abstract_state, init_fn
+
+
+def entry_copies(compiled) -> tuple[int, int]:
+  """(copy instructions, elements they copy) in the top-level computation of a compiled step:
+  layout copies inside fusions are not counted, whole-buffer copies of state are."""
+  text = compiled.as_text()
+  entry = text[text.index("\nENTRY "):]
+  entry = entry[:entry.index("\n}")]
+  shapes = re.findall(r"= \w+\[([\d,]*)\]\{[^}]*\} copy\(", entry)
+  return len(shapes), sum(int(np.prod([int(d) for d in s.split(",") if d])) for s in shapes)

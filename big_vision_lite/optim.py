@@ -63,7 +63,7 @@ def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int,
     inner = optax.trace(decay=opt.momentum)
   chain = [inner]
   if config.grad_clip_norm:
-    chain.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))
+    chain.insert(0, clip_by_global_norm(config.grad_clip_norm))
   chain.append(_scale_by_tree(lr_mults))
   if config.wd:
     chain.append(_add_decayed_weights(jax.tree.map(lambda m: m * config.wd / config.lr, wd_mults)))
@@ -84,3 +84,14 @@ def _add_decayed_weights(coefs) -> optax.GradientTransformation:
   def update(updates, state, params):
     return jax.tree.map(lambda u, p, c: u + c * p if c else u, updates, params, coefs), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+  """Scales the updates to a global norm of at most `max_norm`. The update step passes the
+  norm it already has (`tx.update(..., grad_norm=norm)`), so it is computed once a step."""
+  def update(updates, state, params=None, grad_norm=None):
+    del params
+    norm = optax.global_norm(updates) if grad_norm is None else grad_norm
+    scale = jnp.minimum(1.0, max_norm / norm)
+    return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates), state
+  return optax.GradientTransformationExtraArgs(lambda _: optax.EmptyState(), update)

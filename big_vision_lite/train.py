@@ -122,8 +122,9 @@ def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, m
   of those gradients. Activation memory is one micro-batch's; the cost is one extra forward.
 
   A step whose loss or gradient norm is not finite is not applied: parameters and optimiser
-  state keep their values (a select fused into the update, no host round trip), the step
-  counter advances, and `nonfinite` counts such steps in a row.
+  state keep their values (the optimiser update runs under `lax.cond`, no host round trip),
+  the step counter advances, and `nonfinite` counts such steps in a row. The gradient's global
+  norm is computed once, for this test, the metrics and the clipping (optim.py).
 
   Gradients are taken with respect to the trainable parameters (`mask`) only: a frozen tower
   runs forward only, and frozen weights get no gradient.
@@ -172,17 +173,21 @@ def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, m
 
   compute_grads = grads_full_batch if accum_steps == 1 else grads_accumulated
 
+  def apply_updates(trainable, opt, grads, grad_norm):
+    updates, opt = tx.update(grads, opt, trainable, grad_norm=grad_norm)
+    return optax.apply_updates(trainable, updates), opt
+
   def update(state, batch):
     trainable, frozen = pytree.partition(state["params"], mask)
     (loss, measured), grads = compute_grads(trainable, frozen, batch)
     grad_norm = optax.global_norm(grads)
-    updates, opt = tx.update(grads, state["opt"], trainable)
-    new = optax.apply_updates(trainable, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    # A branch, not a select over every parameter and moment (which made XLA copy each old
+    # value first): the applied step updates the donated buffers in place.
+    trainable, opt = jax.lax.cond(finite, apply_updates, lambda p, o, g, n: (p, o),
+                                  trainable, state["opt"], grads, grad_norm)
     measured.update(loss=loss, lr=schedule(state["step"]), grad_norm=grad_norm)
-    return {"params": pytree.merge(keep(new, trainable), frozen), "opt": keep(opt, state["opt"]),
-            "step": state["step"] + 1,
+    return {"params": pytree.merge(trainable, frozen), "opt": opt, "step": state["step"] + 1,
             "nonfinite": jnp.where(finite, 0, state["nonfinite"] + 1)}, measured
 
   return jax.jit(update, donate_argnums=0, in_shardings=(state_shardings, batch_spec),

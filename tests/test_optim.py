@@ -74,6 +74,17 @@ def test_gradient_clipping():
   np.testing.assert_allclose(float(optax.global_norm(updates)), 0.1, rtol=1e-5)
 
 
+def test_gradient_clipping_uses_the_norm_the_step_passes():
+  # The update step computes the global norm once and hands it to the clipping.
+  tx, _ = optim.make_optimizer(_config(wd=0.0, lr=1.0, grad_clip_norm=1.0), PARAMS, 10)
+  grads = jax.tree.map(lambda p: 10 * jnp.ones_like(p), PARAMS)
+  norm = np.sqrt(sum(100.0 * np.size(p) for p in jax.tree.leaves(PARAMS)))  # float64
+  for given, scale in ((None, 1 / norm), (2 * norm, 1 / (2 * norm)), (0.5, 1.0)):
+    updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS, grad_norm=given)
+    for u in jax.tree.leaves(updates):
+      np.testing.assert_allclose(u, -10 * scale, rtol=1e-5)
+
+
 def test_adam_b2_is_configurable():
   tx, _ = optim.make_optimizer(_config(wd=0.0, optax=dict(name="adam", b2=0.95)), PARAMS, 10)
   adam = [s for s in jax.tree.leaves(tx.init(PARAMS), is_leaf=lambda x: hasattr(x, "nu"))
