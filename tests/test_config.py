@@ -209,3 +209,23 @@ def test_bad_config_key_fails_at_start_with_a_clear_message(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip() == ("error: unknown config key 'batchsize' "
                                 "(did you mean 'batch_size'?)")
+
+
+def test_objectives_are_checked_at_start():
+  """Unknown terms, a start outside [0, 1) and a config written with the old `task` key."""
+  with pytest.raises(config_lib.ConfigError, match=r"unknown objective 'objectives.contrastiv' "
+                     r"\(did you mean 'objectives.contrastive'\?\); known: \["):
+    _cfg("--config.objectives={'contrastiv': {}}")
+  for start in (1.0, 1.5):
+    with pytest.raises(config_lib.ConfigError, match=r"objectives.contrastive.start=.* must be "
+                       r"in \[0, 1\)"):
+      config_lib.validate(_cfg(f"--config.objectives.contrastive.start={start}"), 1)
+  with pytest.raises(config_lib.ConfigError, match="objectives.contrastive.start must be >= 0"):
+    _cfg("--config.objectives.contrastive.start=-0.1")
+  with pytest.raises(config_lib.ConfigError, match="config.objectives is empty"):
+    config_lib.validate(_cfg("--config.objectives={}"), 1)
+  old = _cfg().to_dict()
+  del old["objectives"]  # As a config.json written before objectives existed.
+  upgraded = config_lib.resolve({**old, "task": "classify", "classify": {"dataset": "shapes_size"}})
+  assert list(upgraded.objectives) == ["classify"]
+  assert upgraded.objectives.classify.dataset == "shapes_size"
