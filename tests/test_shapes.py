@@ -60,3 +60,19 @@ def test_two_object_relations_and_articles():
 def test_bad_split():
   with pytest.raises(ValueError, match="unknown shapes split 'dev'"):
     shapes.draw(0, "dev", 0)
+
+
+def test_regions_box_each_object_and_name_it():
+  for i in range(30):
+    ex = shapes.draw(0, "train", i, image_size=48)
+    assert len(ex["regions"]) == ex["num_objects"]
+    first = ex["regions"][0]
+    assert first["text"] == shapes.region_text(ex["shape"], ex["color"], ex["size"])
+    y0, x0, y1, x1 = (np.asarray(first["box"]) * 48).round().astype(int)
+    side = round(shapes.SIZES[shapes.SIZE_NAMES[ex["size"]]] * 48)
+    assert y1 - y0 == x1 - x0 == side
+    # The object's colour fills the box's centre, not the background outside it.
+    colour = np.asarray(shapes.COLORS[shapes.COLOR_NAMES[ex["color"]]], float)
+    centre = ex["image"][(y0 + y1) // 2, (x0 + x1) // 2].astype(float)
+    if ex["shape"] not in (5, 6):  # The ring and crescent are empty at the centre.
+      assert np.abs(centre - colour).max() < 60, (i, centre, colour)

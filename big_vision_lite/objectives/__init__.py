@@ -116,8 +116,9 @@ class Term:
 
 def _terms():
   # Imported here: the term modules import models and losses, which the schema must not need.
-  from big_vision_lite.objectives import classify, contrastive  # pylint: disable=import-outside-toplevel
-  return {"contrastive": contrastive.Contrastive, "classify": classify.Classify}
+  from big_vision_lite.objectives import classify, contrastive, locca  # pylint: disable=import-outside-toplevel
+  return {"contrastive": contrastive.Contrastive, "classify": classify.Classify,
+          "locca": locca.LocCa}
 
 
 def objectives() -> dict[str, type[Term]]:
