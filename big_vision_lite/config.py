@@ -107,7 +107,19 @@ def parse_overrides(cfg: dict, argv: list[str]) -> None:
 
 def resolve(cfg) -> ml_collections.ConfigDict:
   """The complete config: every key checked against the schema, defaults filled."""
-  return ml_collections.ConfigDict(schema.SCHEMA.check(_plain(cfg), ""))
+  return ml_collections.ConfigDict(schema.SCHEMA.check(_upgrade(dict(_plain(cfg))), ""))
+
+
+def _upgrade(cfg: dict) -> dict:
+  """A config written before `objectives` (with `task` and a `classify` section) as its terms:
+  task='classify' is objectives={'classify': classify}, task='contrastive' the default."""
+  task, settings = cfg.pop("task", None), cfg.pop("classify", None)
+  if task == "classify" and "objectives" not in cfg:
+    cfg["objectives"] = {"classify": dict(settings or {})}
+  elif task not in (None, "contrastive", "classify"):
+    raise ConfigError(f"config.task={task!r} is not one of ['contrastive', 'classify']; "
+                      "config.objectives names the training terms now")
+  return cfg
 
 
 def from_args(spec: str, argv: list[str] = (), overrides: dict[str, Any] | None = None
@@ -164,24 +176,21 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
   if cfg.batch_size % (accum * num_devices):
     raise ConfigError(f"config.grad_accum_steps={accum}: batch_size {cfg.batch_size} must be "
                       f"divisible by grad_accum_steps x devices = {accum * num_devices}")
-  if cfg.task == "classify":
-    if not cfg.classify.dataset:
-      raise ConfigError("task='classify' needs config.classify.dataset (the classes: a shapes "
-                        "task such as 'shapes_position', or a tfds dataset name)")
-    if cfg.grad_accum_steps > 1:
-      raise ConfigError("grad_accum_steps > 1 is for the contrastive loss; with "
-                        "task='classify' raise batch_size or lower it on the devices instead")
-    if cfg.classify.head_init == "zeroshot" and not cfg.model_init:
-      raise ConfigError("classify.head_init='zeroshot' embeds the class names with the text "
-                        "tower of config.model_init: set model_init (or head_init='zeros')")
+  from big_vision_lite import objectives  # pylint: disable=import-outside-toplevel
+  terms = objectives.make_terms(cfg)  # Unknown names, `start` outside [0, 1), missing options.
+  names = [t.name for t in terms]
+  if "classify" in names and cfg.objectives.classify.head_init == "zeroshot" and not cfg.model_init:
+    raise ConfigError("objectives.classify.head_init='zeroshot' embeds the class names with the "
+                      "text tower of config.model_init: set model_init (or head_init='zeros')")
   text_evals = [n for n, e in cfg.evals.items() if e.type in ("zeroshot", "retrieval")]
   head_evals = [n for n, e in cfg.evals.items() if e.type == "classify"]
-  if cfg.task == "classify" and text_evals:
-    raise ConfigError(f"config.evals {text_evals} need a text tower, which task='classify' "
-                      "has not: use type='classify' (or 'fewshot', 'linear_probe')")
-  if cfg.task != "classify" and head_evals:
+  if "classify" in names and text_evals:
+    raise ConfigError(f"config.evals {text_evals} need a text tower, which a model trained "
+                      "with objectives.classify has not: use type='classify' (or 'fewshot', "
+                      "'linear_probe')")
+  if "classify" not in names and head_evals:
     raise ConfigError(f"config.evals {head_evals}: type='classify' measures the head of "
-                      "task='classify'; evaluate a contrastive model with 'zeroshot'")
+                      "objectives.classify; evaluate a contrastive model with 'zeroshot'")
   if cfg.lora and any(cfg.model[t].get("scan") for t in ("image", "text")):
     raise ConfigError("config.lora adapts unscanned towers: set model.image.scan and "
                       "model.text.scan to False")

@@ -16,11 +16,9 @@ import ml_collections
 import numpy as np
 
 from big_vision_lite import config as config_lib
-from big_vision_lite import distributed, errors, evaluators, pytree, weights
+from big_vision_lite import distributed, errors, evaluators, objectives, pytree, weights
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import tokenizer as tok_lib
-from big_vision_lite.evaluators import data as eval_data
-from big_vision_lite.evaluators import prompts, zeroshot
 from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.models import lora
 from big_vision_lite.models import vit as vit_lib
@@ -59,17 +57,8 @@ def start(args: argparse.Namespace, config: ml_collections.ConfigDict) -> jax.sh
 
 
 def build_model(config: ml_collections.ConfigDict) -> TwoTowers:
-  """The model of `config.model`; with task='classify', its image tower and a linear head."""
-  classes = len(class_names(config)) if config.task == "classify" else None
-  return TwoTowers(**config.model.to_dict(), classes=classes)
-
-
-def class_names(config: ml_collections.ConfigDict) -> list[str]:
-  """task='classify': the class names (config.classify.classnames, else the dataset's)."""
-  c = config.classify
-  if c.classnames:
-    return list(c.classnames)
-  return eval_data.classnames(c.dataset, c.split, c.data_dir, c.label_key)
+  """The model of `config.model`, with the options its objectives need (classify: a head)."""
+  return TwoTowers(**config.model.to_dict(), **objectives.model_options(config))
 
 
 def apply_fn(config: ml_collections.ConfigDict, model: TwoTowers) -> Callable:
@@ -103,47 +92,35 @@ def naflex_patch_size(config) -> int | None:
 def load_model_init(config: ml_collections.ConfigDict, fresh, mesh=None, shardings=None):
   """The parameters of `config.model_init`, fitted to `config.model` (weights.load_params), on
   `shardings` (or on the host). Parameters named by `config.model_load.dont_load`, and LoRA
-  adapters, keep their values in `fresh` (a freshly initialised tree). With task='classify'
-  the checkpoint is a two-tower model: its image tower is kept, and the head is `fresh`'s, or,
-  with classify.head_init='zeroshot', its zero-shot classifier of the class names (on `mesh`)."""
+  adapters, keep their values in `fresh` (a freshly initialised tree). Parameters the objectives
+  add (a decoder, a head) are loaded when the checkpoint has them all at their shapes (a run of
+  the same recipe), else kept fresh; then each term adjusts what it owns (Term.init_from)."""
   fresh_host = jax.device_get(fresh)
-  base = {k: v for k, v in fresh_host.items() if k not in (lora.KEY, HEAD)}
+  model_keys = {n.split("/")[0] for n in weights.target_shapes(config.model.to_dict())}
+  base = {k: v for k, v in fresh_host.items() if k in model_keys}
   loaded = weights.load_params(config.model_init, config.model.to_dict(), init_params=base,
                                dont_load=config.model_load.dont_load,
                                tokenizer=tokenizer_spec(config))
   rules = [(r, True) for r in config.model_load.dont_load]
   kept = sum(pytree.match_rules(rules, n, False) for n, _ in pytree.named_leaves(base))
-  if config.task == "classify":
-    head = (zeroshot_head(config, loaded, mesh) if config.classify.head_init == "zeroshot"
-            else fresh_host[HEAD])
-    loaded = {"img": loaded["img"], HEAD: head}
+  added = [k for k in fresh_host if k not in model_keys and k != lora.KEY]
+  if added:
+    flat, _ = weights.read(config.model_init)
+    for key in added:
+      names = [(f"{key}/{n}" if n else key, x) for n, x in pytree.named_leaves(fresh_host[key])]
+      if all(n in flat and np.shape(flat[n]) == np.shape(x)
+             and not pytree.match_rules(rules, n, False) for n, x in names):
+        loaded[key] = jax.tree.unflatten(jax.tree.structure(fresh_host[key]),
+                                         [np.asarray(flat[n], np.float32) for n, _ in names])
+      else:
+        loaded[key] = fresh_host[key]
+  for term in objectives.make_terms(config, mesh):
+    loaded = term.init_from(config, loaded, fresh_host, mesh)
   if lora.KEY in fresh_host:
     loaded[lora.KEY] = fresh_host[lora.KEY]
   print0(f"initialised from {config.model_init}"
          + (f" ({kept} parameter(s) kept fresh: model_load.dont_load)" if kept else ""))
   return jax.device_put(loaded, shardings) if shardings is not None else loaded
-
-
-HEAD = "classifier"  # The linear head of task='classify' (TwoTowers with `classes`).
-
-
-def zeroshot_head(config: ml_collections.ConfigDict, params, mesh=None) -> dict:
-  """A classifier head {kernel [E, C], bias [C]} computing t x the cosine similarity with each
-  class's zero-shot classifier (its prompts' mean embedding, as the zeroshot evaluator builds
-  it) from the two-tower `params`: fine-tuning starts at zero-shot accuracy."""
-  c = config.classify
-  names = class_names(config)
-  templates = prompts.templates_for(c.dataset, c.templates)
-  _, tokens = zeroshot.prompt_tokens(c.dataset, names, templates, False, tokenizer_spec(config),
-                                     config.model.text.max_len)
-  model = TwoTowers(**config.model.to_dict())
-  mesh = mesh or sharding_lib.make_mesh()
-  embedder = Embedder(lambda p, i, t: model.apply({"params": p}, i, t), mesh,
-                      config.eval_batch_size)
-  weights_ = zeroshot.class_embeddings(embedder, params, tokens, len(names))  # [C, E]
-  t = float(np.exp(np.asarray(params["t"]).reshape(-1)[0]))
-  return {"kernel": (t * weights_).T.astype(np.float32),
-          "bias": np.zeros(len(names), np.float32)}
 
 
 def tokenizer_spec(config: ml_collections.ConfigDict) -> str:
@@ -156,12 +133,15 @@ def tokenizer_spec(config: ml_collections.ConfigDict) -> str:
 
 
 def check_vocab(config: ml_collections.ConfigDict) -> None:
-  """The text tower's vocabulary must hold every id the tokenizer produces."""
+  """The text tower's vocabulary, and the objectives' (the LocCa decoder's), must hold every id
+  the tokenizer produces."""
   vocab = tok_lib.get(tokenizer_spec(config)).vocab_size
   if config.model.text.vocab_size < vocab:
     raise errors.ConfigError(
         f"config.model.text.vocab_size={config.model.text.vocab_size} is smaller than the "
         f"tokenizer's {vocab} pieces ({tokenizer_spec(config)}); set it to at least {vocab}")
+  for term in objectives.make_terms(config):
+    term.check_tokenizer(vocab, tokenizer_spec(config))
 
 
 def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
@@ -177,6 +157,8 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
   embedder = Embedder(apply_fn(config, model), mesh, config.eval_batch_size)
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,
                   tokenizer=tokenizer_spec(config))
+  for term in objectives.make_terms(config, mesh):
+    defaults.update(term.evaluator_defaults())
   return evaluators.make_evaluators(evals, embedder, defaults)
 
 

@@ -431,6 +431,43 @@ class Map(Spec):
     return {k: self.item.check(value[k], f"{path}.{k}") for k in value.keys()}
 
 
+@dataclasses.dataclass
+class Named(Spec):
+  """Entries whose names are fixed options, each with its own section (e.g. `objectives`):
+  `options()` -> {name: Section}; an unknown name is an error listing the known ones."""
+
+  options: Callable[[], dict[str, Spec]]
+  value: Any = dataclasses.field(default_factory=dict)
+  help: str = ""
+  what: str = "entry"
+
+  def default(self) -> Any:
+    return self.check(dict(self.value), "")
+
+  def type_text(self) -> str:
+    return "dict of name -> dict"
+
+  def child(self, key: str, node, path: str) -> Spec:
+    del node
+    options = self.options()
+    if key not in options:
+      raise _unknown(path, key, options, self.what)
+    return options[key]
+
+  def check(self, value: Any, path: str) -> Any:
+    if not _is_mapping(value):
+      raise ConfigError(f"config.{path} expects a dict of name -> dict, got {value!r}")
+    options = self.options()
+    out = {}
+    for key in value.keys():
+      if key not in options:
+        err = _unknown(path, key, options, self.what)
+        raise ConfigError(f"{err}; known: {sorted(options)}")
+      out[key] = options[key].check(value[key] if value[key] is not None else {},
+                                    f"{path}.{key}")
+    return out
+
+
 def signature_section(cls, skip: tuple[str, ...], extra: dict[str, Spec]) -> Section:
   """A Section whose keys are `cls`'s constructor arguments (the constructor is the source of
   truth of their defaults), plus `extra`; defaults are left to the constructor."""
@@ -598,6 +635,11 @@ SCHEDULE = Section(dict(
 ), help="learning-rate schedule")
 
 
+def _objective_options() -> dict[str, Section]:
+  from big_vision_lite import objectives  # pylint: disable=import-outside-toplevel
+  return objectives.schema_options()
+
+
 def _eval_options() -> dict[str, Section]:
   from big_vision_lite import evaluators  # pylint: disable=import-outside-toplevel
   every = Int(None, "evaluate every N steps (None: config.eval_steps)", nullable=True,
@@ -645,22 +687,11 @@ SCHEMA = Section(dict(
     optax=OPTAX,
     schedule=SCHEDULE,
     model=MODEL,
-    task=Str("contrastive", "what the trainer optimises: the two towers' contrastive loss, or "
-             "image classification (the image tower and a linear head; softmax cross-entropy)",
-             choices=("contrastive", "classify")),
-    classify=Section(dict(
-        dataset=Str(None, "the classes: a shapes task (`shapes_position`, ...) or a tfds "
-                    "dataset whose label feature names them", nullable=True),
-        split=Str("train", "(tfds) the split whose label feature is read for the names"),
-        data_dir=Str(None, "(tfds) its data_dir", nullable=True),
-        label_key=Str("label", "(tfds) the class label feature"),
-        classnames=Seq(Str(), None, "class names (default: the dataset's)", nullable=True),
-        head_init=Str("zeros", "the head starts at zero, or as the zero-shot classifier of the "
-                      "class names (t x their mean prompt embeddings; needs model_init)",
-                      choices=("zeros", "zeroshot")),
-        templates=Anything("clip", "prompts for head_init='zeroshot': 'clip', 'single' or a "
-                           "list of strings with one '{}'"),
-    ), help="task='classify'"),
+    objectives=Named(_objective_options, {"contrastive": {}},
+                     "training terms: name -> dict(weight, start, options); the update step "
+                     "sums weight x loss over the terms that have started (see "
+                     "big_vision_lite/objectives: `contrastive` (the loss of config.loss), "
+                     "`classify`, `locca`)", what="objective"),
     model_init=Str(None, "checkpoint whose parameters initialise the model: a big_vision .npz, "
                    "an open_clip / OpenAI .safetensors (.pt/.bin with torch), a Hugging Face "
                    "transformers directory or `hf:ORG/NAME`, or a run's Orbax checkpoint; a "
@@ -702,6 +733,9 @@ def _rows(spec: Spec, path: str) -> list[tuple[str, str, str, str]]:
     return [(path + "." + spec.key, "str", default, spec.help)] + rows
   if isinstance(spec, Optional):
     return [(path, spec.type_text(), "`None`", spec.help)] + _rows(spec.section, path)
+  if isinstance(spec, Named):
+    return [(path, spec.type_text(), f"`{spec.value!r}`", spec.help)] + [
+        row for name, s in spec.options().items() for row in _rows(s, f"{path}.{name}")]
   if isinstance(spec, OneOrList):
     return [(path, spec.type_text(), f"`{spec.value!r}`", spec.help)] + _rows(spec.item, path)
   default = spec.default()

@@ -37,7 +37,7 @@ from jax.experimental import multihost_utils
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import errors, files, interrupt, job, lock, losses, metrics, optim, pytree
+from big_vision_lite import errors, files, interrupt, job, lock, metrics, objectives, optim, pytree
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import loader, sources
 from big_vision_lite.models import lora
@@ -72,20 +72,32 @@ def trainable_mask(config, params) -> dict:
   return pytree.map_with_names(trains, params)
 
 
-def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_steps: int):
+def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_steps: int,
+                       terms=()):
   """Returns (tx, schedule, abstract_state, state_shardings, init_fn, mask).
 
   The state is {'params', 'opt', 'step', 'nonfinite'} ('nonfinite': consecutive non-finite
-  steps so far); `init_fn(rng)` creates it directly with its shardings. `mask` marks the
-  parameters that train: the optimiser state covers only those (frozen parameters have no
-  moments and no weight decay) and only they get gradients.
+  steps so far); `init_fn(rng)` creates it directly with its shardings. The parameters are the
+  model's and those the `terms` (objectives.Term) add beside them (e.g. `dec/...`). `mask`
+  marks the parameters that train: the optimiser state covers only those (frozen parameters
+  have no moments and no weight decay) and only they get gradients.
   """
   example = model.example_inputs()
+  outputs = jax.eval_shape(lambda rng: _outputs(*model.apply(
+      model.init(rng, *example), *example)), jax.random.key(0))
+  model_keys = set(jax.eval_shape(model.init, jax.random.key(0), *example)["params"])
 
   def init_params(rng):
     params = model.init(rng, *example)["params"]
+    for i, term in enumerate(terms):
+      added = term.init(jax.random.fold_in(rng, 2 + i), outputs)
+      clash = sorted(set(added) & set(params))
+      if clash:
+        raise ValueError(f"objective {term.name!r} adds parameters {clash} that already exist")
+      params = {**params, **added}
     if config.lora:
-      params = {**params, lora.KEY: lora.init(model, params, example, config.lora.targets,
+      model_params = {k: v for k, v in params.items() if k in model_keys}
+      params = {**params, lora.KEY: lora.init(model, model_params, example, config.lora.targets,
                                               config.lora.rank, jax.random.fold_in(rng, 1))}
     return params
 
@@ -111,15 +123,27 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
   return tx, schedule, abstract_state, shardings, init_fn, mask
 
 
-def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, mask,
-                   accum_steps: int = 1, task: str = "contrastive"):
+def _outputs(zimg, ztxt, aux) -> dict:
+  """The model's outputs as the objectives read them: {'zimg', 'ztxt', 't', 'b', 'img', ...}."""
+  return {"zimg": zimg, "ztxt": ztxt, **aux}
+
+
+def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shardings, mesh,
+                   mask, total_steps: int, accum_steps: int = 1, seed: int = 0):
   """The jitted update step (state donated): (state, batch) -> (state, metrics).
 
-  With `accum_steps` > 1 the gradient is still that of the contrastive loss over the whole
-  global batch, not an average of per-micro-batch losses: all micro-batches are embedded
-  first (activations discarded), the loss and its gradient w.r.t. the embeddings are taken
-  over the full batch, then each micro-batch is re-embedded and back-propagated with its slice
-  of those gradients. Activation memory is one micro-batch's; the cost is one extra forward.
+  The loss is the sum of weight x loss over the `terms` that have started (a term starting at
+  fraction s of training has weight 0 before step round(s x total_steps)); metrics carry each
+  term's own loss as `loss_<name>` and `loss` the weighted sum. Per-example random draws of
+  the terms (Term.prepare) come from (seed, step) over the whole global batch.
+
+  With `accum_steps` > 1 the gradient is still that of the full global batch, not an average
+  of per-micro-batch losses: all micro-batches are embedded first (activations discarded) for
+  the terms that couple the batch (the contrastive loss), their loss and its gradient w.r.t.
+  those features are taken over the full batch, then each micro-batch is run again and
+  back-propagated with its slice of those gradients, together with the per-example terms (means
+  over examples, so their micro-batch means average to the full batch's). Activation memory is
+  one micro-batch's; the cost is one extra forward of the towers.
 
   A step whose loss or gradient norm is not finite is not applied: parameters and optimiser
   state keep their values (the optimiser update runs under `lax.cond`, no host round trip),
@@ -129,49 +153,101 @@ def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, m
   Gradients are taken with respect to the trainable parameters (`mask`) only: a frozen tower
   runs forward only, and frozen weights get no gradient.
   """
-  contrastive = losses.make_loss(loss_name, mesh) if task == "contrastive" else None
   batch_spec = sharding_lib.batch_sharding(mesh)
+  text = any("text" in t.towers for t in terms)
+  starts = {t.name: round(t.start * total_steps) for t in terms}
+  coupled = [t for t in terms if t.coupled]
+  local = [t for t in terms if not t.coupled]
 
-  def embed(params, batch):
-    zimg, ztxt, out = apply(params, batch["image"], batch["labels"])
-    return zimg, ztxt, out["t"], out["b"]
+  def forward(params, batch):
+    return _outputs(*apply(params, batch["image"], batch["labels"] if text else None))
 
-  def loss_and_metrics(params, batch):
-    if task == "classify":  # Softmax cross-entropy of the head's logits.
-      logits = apply(params, batch["image"], None)[2]["logits"].astype(jnp.float32)
-      logp = jax.nn.log_softmax(logits)
-      loss = -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
-      return loss, {"accuracy": jnp.mean(jnp.argmax(logits, axis=1) == batch["label"])}
-    zimg, ztxt, t, b = embed(params, batch)
-    loss, measured = contrastive(zimg, ztxt, t, b)
-    return loss, {**measured, "t": t, "b": b}
+  def term_weights(step):
+    return {t.name: jnp.where(step >= starts[t.name], t.weight, 0.).astype(jnp.float32)
+            for t in terms}
 
-  def grads_full_batch(trainable, frozen, batch):
-    return jax.value_and_grad(lambda p: loss_and_metrics(pytree.merge(p, frozen), batch),
+  def prepare(batch, step):
+    rng = jax.random.fold_in(jax.random.key(seed), step)
+    for i, term in enumerate(terms):
+      batch = {**batch, **term.prepare(batch, jax.random.fold_in(rng, i))}
+    return batch
+
+  def local_losses(params, batch, out, w):
+    total, measured = jnp.zeros((), jnp.float32), {}
+    for term in local:
+      loss, m = term.loss(params, batch, out)
+      measured.update(m, **{f"loss_{term.name}": loss})
+      total = total + w[term.name] * loss
+    return total, measured
+
+  def coupled_losses(features, w):
+    total, measured = jnp.zeros((), jnp.float32), {}
+    for term in coupled:
+      loss, m = term.loss_of_features(features[term.name])
+      measured.update(m, **{f"loss_{term.name}": loss})
+      total = total + w[term.name] * loss
+    return total, measured
+
+  def loss_and_metrics(params, batch, w):
+    out = forward(params, batch)
+    features = {t.name: t.features(params, batch, out) for t in coupled}
+    total_c, measured = coupled_losses(features, w)
+    total_l, measured_l = local_losses(params, batch, out, w)
+    return total_c + total_l, {**measured, **measured_l}
+
+  def grads_full_batch(trainable, frozen, batch, w):
+    return jax.value_and_grad(lambda p: loss_and_metrics(pytree.merge(p, frozen), batch, w),
                               has_aux=True)(trainable)
 
-  def grads_accumulated(trainable, frozen, batch):
-    embed_mb = lambda p, mb: embed(pytree.merge(p, frozen), mb)
+  def grads_accumulated(trainable, frozen, batch, w):
     # Micro-batch m takes rows m, m + accum, ...: every device keeps holding its own rows.
     micro = jax.tree.map(lambda x: jnp.swapaxes(
         x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1), batch)
-    zimg, ztxt, t, b = jax.lax.map(lambda mb: embed_mb(trainable, mb), micro)  # [accum, B/accum, E]
-    flat = lambda z: jax.lax.with_sharding_constraint(z.reshape(-1, z.shape[-1]), batch_spec)
-    (loss, measured), (dzimg, dztxt, dt, db) = jax.value_and_grad(
-        contrastive, argnums=(0, 1, 2, 3), has_aux=True)(flat(zimg), flat(ztxt), t[0], b[0])
-    dzimg, dztxt = (d.reshape(zimg.shape) for d in (dzimg, dztxt))
 
-    def backprop(grads, xs):
-      mb, dzi, dzt = xs
-      _, vjp = jax.vjp(lambda p: embed_mb(p, mb), trainable)
-      (g,) = vjp((dzi, dzt, dt / accum_steps, db / accum_steps))
-      return jax.tree.map(jnp.add, grads, g), None
+    def coupled_features(p, mb):
+      params = pytree.merge(p, frozen)
+      out = forward(params, mb)
+      return {t.name: t.features(params, mb, out) for t in coupled}
 
-    grads, _ = jax.lax.scan(backprop, jax.tree.map(jnp.zeros_like, trainable),
-                            (micro, dzimg, dztxt))
-    return (loss, {**measured, "t": t[0], "b": b[0]}), grads
+    # [accum, B/accum, ...] per-example features; [accum] batch-wide scalars (t, b).
+    stacked = jax.lax.map(lambda mb: coupled_features(trainable, mb), micro)
+    flat = lambda z: (z[0] if z.ndim == 1 else jax.lax.with_sharding_constraint(
+        z.reshape(-1, *z.shape[2:]), batch_spec))
+    (loss_c, measured), dfeatures = jax.value_and_grad(
+        lambda f: coupled_losses(f, w), has_aux=True)(jax.tree.map(flat, stacked))
+    # Each micro-batch's slice of the features' gradient; a scalar's gradient is shared.
+    dstacked = jax.tree.map(lambda d, z: (jnp.broadcast_to(d / accum_steps, z.shape) if z.ndim == 1
+                                          else d.reshape(z.shape)), dfeatures, stacked)
 
-  compute_grads = grads_full_batch if accum_steps == 1 else grads_accumulated
+    def micro_step(p, mb):
+      params = pytree.merge(p, frozen)
+      out = forward(params, mb)
+      features = {t.name: t.features(params, mb, out) for t in coupled}
+      total_l, measured_l = local_losses(params, mb, out, w)
+      return (features, total_l), measured_l
+
+    def backprop(carry, xs):
+      grads, total, measured_sum = carry
+      mb, dfeat = xs
+      (_, total_l), vjp, measured_l = jax.vjp(lambda p: micro_step(p, mb), trainable,
+                                              has_aux=True)
+      (g,) = vjp((dfeat, jnp.ones((), jnp.float32) / accum_steps))
+      measured_sum = jax.tree.map(jnp.add, measured_sum, measured_l)
+      return (jax.tree.map(jnp.add, grads, g), total + total_l, measured_sum), None
+
+    measured_shape = jax.eval_shape(lambda mb: micro_step(trainable, mb)[1],
+                                    jax.tree.map(lambda x: x[0], micro))
+    zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+    (grads, total_l, measured_l), _ = jax.lax.scan(
+        backprop, (zeros(trainable), jnp.zeros((), jnp.float32), zeros(measured_shape)),
+        (micro, dstacked))
+    measured.update(jax.tree.map(lambda x: x / accum_steps, measured_l))
+    return (loss_c + total_l / accum_steps, measured), grads
+
+  grads_of = grads_full_batch if accum_steps == 1 else grads_accumulated
+
+  def compute_grads(trainable, frozen, batch, step):
+    return grads_of(trainable, frozen, prepare(batch, step), term_weights(step))
 
   def apply_updates(trainable, opt, grads, grad_norm):
     updates, opt = tx.update(grads, opt, trainable, grad_norm=grad_norm)
@@ -179,7 +255,7 @@ def make_update_fn(apply, tx, schedule, loss_name: str, state_shardings, mesh, m
 
   def update(state, batch):
     trainable, frozen = pytree.partition(state["params"], mask)
-    (loss, measured), grads = compute_grads(trainable, frozen, batch)
+    (loss, measured), grads = compute_grads(trainable, frozen, batch, state["step"])
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # A branch, not a select over every parameter and moment (which made XLA copy each old
@@ -198,23 +274,21 @@ def build(config, mesh, total_steps: int, warmup_steps: int = 0):
   """(model, abstract_state, init_fn, update, mask): everything a config trains with on a mesh
   (`mask`: which parameters train)."""
   model = job.build_model(config)
+  terms = objectives.make_terms(config, mesh)
   tx, schedule, abstract_state, shardings, init_fn, mask = create_train_state(
-      config, model, mesh, total_steps, warmup_steps)
-  update = make_update_fn(job.apply_fn(config, model), tx, schedule, config.loss, shardings,
-                          mesh, mask, config.grad_accum_steps, config.task)
+      config, model, mesh, total_steps, warmup_steps, terms)
+  update = make_update_fn(job.apply_fn(config, model), terms, tx, schedule, shardings, mesh,
+                          mask, total_steps, config.grad_accum_steps, config.seed)
   return model, abstract_state, init_fn, update, mask
 
 
 def abstract_batch(config, mesh, seq_len: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
   """The global batch the update step takes: images at the model's size (a NaFlex model: patches
-  at `seq_len`, default the longest of input.seq_lengths), tokens at its length (sharded over
-  `mesh`, if given)."""
-  size, length, n = config.model.image.image_size, config.model.text.max_len, config.batch_size
+  at `seq_len`, default the longest of input.seq_lengths) and what the objectives read (token
+  ids at the text length, labels, ...), sharded over `mesh` if given."""
+  size, n = config.model.image.image_size, config.batch_size
   sharding = sharding_lib.batch_sharding(mesh) if mesh is not None else None
-  if config.task == "classify":  # Images and their class.
-    text = {"label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharding)}
-  else:
-    text = {"labels": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
+  keys = objectives.batch_keys(objectives.make_terms(config, mesh))
   patch = job.naflex_patch_size(config)
   if patch is None:
     image = jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32, sharding=sharding)
@@ -225,14 +299,17 @@ def abstract_batch(config, mesh, seq_len: int | None = None) -> dict[str, jax.Sh
                                    "e.g. --config.input.seq_lengths='(256,)'")
     image = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in
              loader.NaFlex(patch, [seq_len]).spec(n).items()}
-  return {"image": image, **text}
+  return {"image": image,
+          **{k: jax.ShapeDtypeStruct((n, *spec.shape), spec.dtype, sharding=sharding)
+             for k, (spec, _) in keys.items()}}
 
 
 def _is_plain(config) -> bool:
   """No remat, scan, accumulation or chunked loss: XLA's FLOP count is the model's."""
   towers = (config.model.image, config.model.text)
   return (config.grad_accum_steps == 1 and config.loss in ("sigmoid", "softmax") and
-          all(t.get("remat_policy", "none") == "none" and not t.get("scan") for t in towers))
+          all(t.get("remat_policy", "none") == "none" and not t.get("scan") for t in towers)
+          and all(t.plain for t in objectives.make_terms(config)))
 
 
 def compile_update(config, mesh, update, abstract_state, seq_len: int | None = None):
@@ -247,7 +324,7 @@ def compile_update(config, mesh, update, abstract_state, seq_len: int | None = N
 
 def model_flops_per_step(config, mesh, seq_len: int | None = None) -> float:
   """Model FLOPs of one update step: XLA's cost analysis of the plain step (no remat, no
-  scan, no accumulation, dense loss: recomputation is not counted and no loop, such as the
+  scan, no accumulation, dense losses: recomputation is not counted and no loop, such as the
   chunked loss's ring, is undercounted)."""
   plain = config.copy_and_resolve_references()
   for tower in ("image", "text"):
@@ -256,14 +333,17 @@ def model_flops_per_step(config, mesh, seq_len: int | None = None) -> float:
         plain.model[tower][key] = value
   plain.loss = "sigmoid" if "sigmoid" in plain.loss else "softmax"
   plain.grad_accum_steps = 1
+  for term in objectives.make_terms(plain):
+    plain.objectives[term.name].update(term.plain_settings())
   _, abstract_state, _, update, _ = build(plain, mesh, 2)
   return float(update.lower(abstract_state, abstract_batch(plain, mesh, seq_len))
                .cost_analysis()["flops"])
 
 
-def _check_input(config, spec) -> None:
-  """The input must produce what the model is built for (image size or NaFlex patches, text
-  length)."""
+def step_batch(config, spec) -> list[str]:
+  """The batch keys the update step takes, after checking that the input (`spec`: its
+  element_spec) gives each at the shape the model and the objectives expect (square images or
+  NaFlex patches, as the model takes)."""
   naflex = job.naflex_patch_size(config) is not None
   if naflex != isinstance(spec.get("image"), dict):
     raise sources.DataError(
@@ -271,25 +351,28 @@ def _check_input(config, spec) -> None:
         if naflex else "the input gives NaFlex patches (input.seq_lengths or a naflex op) but "
         "the model takes square images: set model.image.naflex=True or drop them")
   want = abstract_batch(config, None)
-  if naflex:
-    got, patch = spec["image"]["patches"][0][-1], want["image"]["patches"].shape[-1]
-    if got != patch:
-      raise sources.DataError(f"the input gives NaFlex patches of {got} values, the model takes "
-                              f"{patch} (P*P*3): patchify with the model's patch size")
-    spec = {k: v for k, v in spec.items() if k != "image"}
-    want = {k: v for k, v in want.items() if k != "image"}
-  for key, what, fix in (("image", "images", "resize(...) in config.input.pp or "
-                          "model.image.image_size"),
-                         ("labels", "token ids", "tokenize(max_len=...) in config.input.pp or "
-                          "model.text.max_len"),
-                         ("label", "class labels", "the data: task='classify' needs a 'label' "
-                          "per image (input.data.task for shapes, a tfds label feature)")):
-    if key not in want:
-      continue
+  readers = objectives.batch_keys(objectives.make_terms(config))
+  for key, shape in want.items():
+    if key == "image":
+      what, fix = "images", "resize(...) in config.input.pp or model.image.image_size"
+      if naflex:
+        got, patch = spec["image"]["patches"][0][-1], shape["patches"].shape[-1]
+        if got != patch:
+          raise sources.DataError(f"the input gives NaFlex patches of {got} values, the model "
+                                  f"takes {patch} (P*P*3): patchify with the model's patch size")
+        continue
+    else:
+      spec_, reader = readers[key]
+      what, fix = spec_.what, spec_.fix
+      if key not in spec:
+        raise sources.DataError(
+            f"objectives.{reader} reads {what} ({key!r}), which the input does not give (it "
+            f"gives {sorted(spec)}): change {fix}")
     got = tuple(spec[key][0][1:]) if key in spec else None
-    if got != want[key].shape[1:]:
+    if got != shape.shape[1:]:
       raise sources.DataError(f"the input gives {what} of shape {got} per example, the model "
-                              f"takes {want[key].shape[1:]}: change {fix}")
+                              f"takes {shape.shape[1:]}: change {fix}")
+  return list(want)
 
 
 def _nonfinite_report(step: int, streak: int, measured, last_saved: int | None, where: str) -> str:
@@ -351,7 +434,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
                                  image_size=config.model.image.image_size,
                                  max_len=config.model.text.max_len,
                                  patch_size=job.naflex_patch_size(config))
-  _check_input(config, train_iter.element_spec)
+  keys = step_batch(config, train_iter.element_spec)
 
   # --- Model, optimiser, sharded state.
   model, abstract_state, init_fn, update, mask = build(config, mesh, total_steps, warmup_steps)
@@ -395,7 +478,9 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
   trainable = sum(x.size for x in jax.tree.leaves(pytree.partition(abstract_state["params"],
                                                                    mask)[0]))
-  objective = f"loss: {config.loss}" if config.task == "contrastive" else "task: classify"
+  objective = "objectives: " + ", ".join(
+      f"{name} (loss {config.loss})" if name == "contrastive" else name
+      for name in sorted(config.objectives))
   job.print0(f"model: {num_params / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable "
              f"({trainable / num_params:.1%}); {objective}; {total_steps} steps of batch "
              f"{config.batch_size}; update step {memory_mib:.1f} MiB per device")
@@ -420,7 +505,8 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   stop.training()
   with _closing(train_iter, writer, ckpt):
     while step < total_steps:
-      batch = loader.to_global(next(train_iter), batch_sharding)
+      local = next(train_iter)
+      batch = loader.to_global({k: local[k] for k in keys}, batch_sharding)
       seq_len = batch["image"]["patches"].shape[1] if isinstance(batch["image"], dict) else None
       update_step, flops_per_step = compiled_for(seq_len)
       state, measured = update_step(state, batch)
@@ -439,8 +525,11 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
           row.update({"train/params": num_params, "train/params_trainable": trainable,
                       "train/memory_per_device_mib": memory_mib})
         eta = f"| ETA {metrics.format_duration(speed['eta_sec'])}"
-        model_line = (f"t {row['train/t']:.2f} | b {row['train/b']:.2f}" if "train/t" in row
-                      else f"accuracy {row['train/accuracy']:.3f}")
+        model_line = " | ".join(
+            [f"{k[len('train/loss_'):]} {v:.4f}" for k, v in row.items()
+             if k.startswith("train/loss_") and len(config.objectives) > 1] +
+            ([f"t {row['train/t']:.2f} | b {row['train/b']:.2f}"] if "train/t" in row else []) +
+            ([f"accuracy {row['train/accuracy']:.3f}"] if "train/accuracy" in row else []))
         job.print0(f"step {step:6d}/{total_steps} | loss {row['train/loss']:.4f} | "
                    f"{model_line} | lr {row['train/lr']:.2e} | "
                    f"{speed['img_per_sec']:.0f} img/s" +

@@ -188,7 +188,9 @@ def test_resolve_steps():
 
 
 @pytest.mark.parametrize("path", ["siglip_shapes.py", "clip_shapes.py", "siglip_b16_shapes.py",
-                                  "siglip_coco.py", "siglip_b16.py:shards=/data/s-{0..9}.tar"])
+                                  "siglip_coco.py", "siglip_b16.py:shards=/data/s-{0..9}.tar",
+                                  "siglip2_shapes.py",
+                                  "siglip2_b16.py:shards=/data/s-{0..9}.tar,tokenizer=/g.model"])
 def test_shipped_configs_resolve_and_validate(path):
   cfg = config_lib.from_args(os.path.join(ROOT, "configs", path))
   config_lib.validate(cfg, 8)
@@ -239,3 +241,23 @@ def test_bad_config_key_fails_at_start_with_a_clear_message(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip() == ("error: unknown config key 'batchsize' "
                                 "(did you mean 'batch_size'?)")
+
+
+def test_objectives_are_checked_at_start():
+  """Unknown terms, a start outside [0, 1) and a config written with the old `task` key."""
+  with pytest.raises(config_lib.ConfigError, match=r"unknown objective 'objectives.contrastiv' "
+                     r"\(did you mean 'objectives.contrastive'\?\); known: \["):
+    _cfg("--config.objectives={'contrastiv': {}}")
+  for start in (1.0, 1.5):
+    with pytest.raises(config_lib.ConfigError, match=r"objectives.contrastive.start=.* must be "
+                       r"in \[0, 1\)"):
+      config_lib.validate(_cfg(f"--config.objectives.contrastive.start={start}"), 1)
+  with pytest.raises(config_lib.ConfigError, match="objectives.contrastive.start must be >= 0"):
+    _cfg("--config.objectives.contrastive.start=-0.1")
+  with pytest.raises(config_lib.ConfigError, match="config.objectives is empty"):
+    config_lib.validate(_cfg("--config.objectives={}"), 1)
+  old = _cfg().to_dict()
+  del old["objectives"]  # As a config.json written before objectives existed.
+  upgraded = config_lib.resolve({**old, "task": "classify", "classify": {"dataset": "shapes_size"}})
+  assert list(upgraded.objectives) == ["classify"]
+  assert upgraded.objectives.classify.dataset == "shapes_size"

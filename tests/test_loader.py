@@ -67,7 +67,9 @@ def test_shapes_input_through_the_interface():
   it = loader.ShapesInput(**kw)
   assert isinstance(it, loader.TrainInput) and it.skipped == 0
   spec = it.element_spec
-  assert spec == {"image": ((8, 32, 32, 3), np.float32), "labels": ((8, 10), np.int32)}
+  assert spec == {"image": ((8, 32, 32, 3), np.float32), "labels": ((8, 10), np.int32),
+                  "region_labels": ((8, 10), np.int32), "region_box": ((8, 4), np.float32),
+                  "region_valid": ((8,), np.float32)}
   assert it.get_state() == {"step": 0}  # Knowing the spec drew nothing.
   first = _stream(it, 3)
   assert all(_spec_of(b) == spec for b in first)
@@ -109,12 +111,14 @@ def test_make_input_draws_shapes_at_the_models_sizes_when_given(shard_dir):
                                        max_len=12, tokenizer=None, seed=0, num_workers=0))
   it = loader.make_input(cfg, 8, image_size=32, max_len=7)
   assert isinstance(it, loader.ShapesInput)
-  assert it.element_spec == {"image": ((8, 32, 32, 3), np.float32), "labels": ((8, 7), np.int32)}
+  assert it.element_spec["image"] == ((8, 32, 32, 3), np.float32)
+  assert it.element_spec["labels"] == it.element_spec["region_labels"] == ((8, 7), np.int32)
   assert _spec_of(next(it)) == it.element_spec
   it.close()
   cfg.data.image_size = 24  # A size the source sets itself wins (the trainer then checks it).
   it = loader.make_input(cfg, 8, image_size=32)
-  assert it.element_spec == {"image": ((8, 24, 24, 3), np.float32), "labels": ((8, 12), np.int32)}
+  assert it.element_spec["image"] == ((8, 24, 24, 3), np.float32)
+  assert it.element_spec["labels"] == ((8, 12), np.int32)
   it.close()
   cfg.data = {"name": "tar", "pattern": str(shard_dir)}
   cfg.pp = PP

@@ -149,3 +149,38 @@ def test_naflex_op_patchifies_row_column_channel_and_pads():
   assert not out["patches"][n:].any()
   floats = ops.parse("value_range(-1, 1)|naflex(8, 40)")({"image": image}, None)["image"]
   np.testing.assert_allclose(floats["patches"][:n], ops.value_range(out["patches"][:n]), atol=0.02)
+
+
+def _box_of_mask(mask: np.ndarray) -> list[float]:
+  """The box [y0, x0, y1, x1] (fractions of the image) of a mask's True pixels."""
+  ys, xs = np.nonzero(mask)
+  h, w = mask.shape
+  return [ys.min() / h, xs.min() / w, (ys.max() + 1) / h, (xs.max() + 1) / w]
+
+
+@pytest.mark.parametrize("spec", ["central_crop(24)", "flip_lr", "inception_crop(area_min=40)",
+                                  "resize((20, 30))|flip_lr|central_crop((16, 20))",
+                                  "resize_small(36)"])
+def test_geometric_ops_move_region_boxes_with_the_pixels(spec):
+  """A box drawn as a mask moves with the image: its pixels' bounding box after the ops is the
+  transformed region box (one pixel of slack where resizing blurs the edge)."""
+  img = np.zeros((30, 40, 3), np.uint8)
+  img[6:18, 10:33] = 255
+  regions = [{"box": [6 / 30, 10 / 40, 18 / 30, 33 / 40], "text": "a"},
+             {"box": [0, 0, 2 / 30, 2 / 40], "text": "corner"}]  # Cropped away by central_crop.
+  for seed in range(4):
+    out = _run(spec, {"image": img, "regions": regions}, seed)
+    box = next(r["box"] for r in out["regions"] if r["text"] == "a")
+    h, w = out["image"].shape[:2]
+    np.testing.assert_allclose(box, _box_of_mask(out["image"][..., 0] > 127),
+                               atol=1.01 / min(h, w))
+    if spec.startswith("central_crop"):
+      assert [r["text"] for r in out["regions"]] == ["a"]
+
+
+def test_region_picks_one_region_or_marks_none():
+  ex = _run("region", {"regions": [{"box": [0.1, 0.2, 0.3, 0.4], "text": "x"}]})
+  assert ex["region_text"] == "x" and ex["region_valid"] == 1
+  np.testing.assert_allclose(ex["region_box"], [0.1, 0.2, 0.3, 0.4])
+  ex = _run("region", {"image": 0})
+  assert ex["region_text"] == "" and ex["region_valid"] == 0 and ex["region_box"].shape == (4,)

@@ -75,3 +75,19 @@ def test_non_square_canvases_span_the_aspect_range_and_square_is_unchanged():
                                 square["image"])
   with pytest.raises(ValueError, match="aspect=0.5 must be >= 1"):
     shapes.draw(0, "train", 3, 48, aspect=0.5)
+
+
+def test_regions_box_each_object_and_name_it():
+  for i in range(30):
+    ex = shapes.draw(0, "train", i, image_size=48)
+    assert len(ex["regions"]) == ex["num_objects"]
+    first = ex["regions"][0]
+    assert first["text"] == shapes.region_text(ex["shape"], ex["color"], ex["size"])
+    y0, x0, y1, x1 = (np.asarray(first["box"]) * 48).round().astype(int)
+    side = round(shapes.SIZES[shapes.SIZE_NAMES[ex["size"]]] * 48)
+    assert y1 - y0 == x1 - x0 == side
+    # The object's colour fills the box's centre, not the background outside it.
+    colour = np.asarray(shapes.COLORS[shapes.COLOR_NAMES[ex["color"]]], float)
+    centre = ex["image"][(y0 + y1) // 2, (x0 + x1) // 2].astype(float)
+    if ex["shape"] not in (5, 6):  # The ring and crescent are empty at the centre.
+      assert np.abs(centre - colour).max() < 60, (i, centre, colour)

@@ -188,7 +188,7 @@ def test_linear_probe_on_a_tfds_dataset(data_dir, tiny):
 
 
 def test_classification_fine_tuning_on_a_tfds_dataset(data_dir, tmp_path):
-  """task='classify' trains the image tower and a head on a tfds dataset's label feature, and
+  """objectives.classify trains the image tower and a head on a tfds dataset's label feature, and
   the classify evaluator measures it on the test split."""
   from big_vision_lite import metrics, train  # pylint: disable=import-outside-toplevel
   from tests.test_train import CONFIG, TINY  # pylint: disable=import-outside-toplevel
@@ -197,8 +197,8 @@ def test_classification_fine_tuning_on_a_tfds_dataset(data_dir, tmp_path):
   evals = {"test": {"type": "classify", "dataset": "bvl_tiny_captions", "split": "test",
                     "data_dir": data_dir, "pp": "decode|resize(32)"}}
   results = train.main(["--config", CONFIG, "--workdir", str(tmp_path)] + TINY + [
-      "--config.task=classify", "--config.classify.dataset=bvl_tiny_captions",
-      f"--config.classify.data_dir={data_dir}", f"--config.input.data={data!r}",
+      "--config.objectives={'classify': {'dataset': 'bvl_tiny_captions', 'data_dir': %r}}"
+      % data_dir, f"--config.input.data={data!r}",
       "--config.input.pp=decode|resize(32)|value_range(-1,1)|keep('image','label')",
       f"--config.evals={evals!r}", "--config.total_steps=3", "--config.log_training_steps=1"])
   assert set(results) == {f"classify/bvl_tiny_captions/{k}" for k in

@@ -205,14 +205,14 @@ def test_plots_and_embedding_export(trained):
 
 
 def test_classifier_with_a_zeroshot_head_starts_at_zero_shot_accuracy(trained):
-  """task='classify' from a contrastive checkpoint with head_init='zeroshot': before any step,
+  """objectives.classify from a contrastive checkpoint with head_init='zeroshot': before any step,
   the head's top-1 on a task equals the checkpoint's zero-shot top-1 on the same images."""
   workdir, _ = trained
   task = "{'type': '%s', 'dataset': 'shapes_position', 'num_examples': 96}"
   zero_shot = evaluate.main(["--workdir", str(workdir), f"--config.evals={{'z': {task % 'zeroshot'}}}"])
   head = evaluate.main([
-      "--config", str(workdir / "config.json"), "--config.task=classify",
-      "--config.classify.dataset=shapes_position", "--config.classify.head_init=zeroshot",
+      "--config", str(workdir / "config.json"),
+      "--config.objectives={'classify': {'dataset': 'shapes_position', 'head_init': 'zeroshot'}}",
       f"--config.model_init={workdir / 'checkpoints'}", f"--config.evals={{'c': {task % 'classify'}}}"])
   for metric in ("top1", "top5", "mean_per_class_recall"):
     assert head[f"classify/shapes_position/{metric}"] == zero_shot[f"zeroshot/shapes_position/{metric}"]
@@ -221,7 +221,7 @@ def test_classifier_with_a_zeroshot_head_starts_at_zero_shot_accuracy(trained):
 
 def test_partial_fine_tuning_and_lora_are_configs_of_the_classifier():
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
-  common = ["--config.task=classify", "--config.classify.dataset=shapes_size",
+  common = ["--config.objectives={'classify': {'dataset': 'shapes_size'}}",
             "--config.input.data={'name': 'shapes', 'task': 'shapes_size'}", "--config.evals={}"]
   _, state, _, _, mask = train.build(_tiny_config(*common, "--config.frozen=('img/(?!MAPHead_0).*',)"),
                                      mesh, 10)
@@ -234,7 +234,7 @@ def test_partial_fine_tuning_and_lora_are_configs_of_the_classifier():
   names = {n for n, m in pytree.named_leaves(mask) if m}
   assert names and all(n.startswith(("lora/", "classifier/")) for n in names)
   with pytest.raises(config_lib.ConfigError, match="need a text tower"):
-    config_lib.validate(_tiny_config(*common[:3]), 1)
+    config_lib.validate(_tiny_config(*common[:2]), 1)
 
 
 def test_a_resume_with_a_changed_config_is_refused_or_accepted_and_recorded(trained, tmp_path):

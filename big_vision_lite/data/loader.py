@@ -120,8 +120,10 @@ class TrainInput(abc.ABC):
 class ShapesInput(TrainInput):
   """The infinite shapes training stream: the local part of global batch `step` is a pure
   function of (seed, step, process), so the state is just the next step. Batches are drawn
-  ahead in a background thread. Captioned images and their tokens ('image', 'labels'), or,
-  with `task` (one of shapes.TASKS), one-object images and their class ('image', 'label').
+  ahead in a background thread. Captioned images and their tokens ('image', 'labels') with one
+  region of each (`region_labels` its caption's tokens, `region_box` [y0, x0, y1, x1] in [0, 1],
+  `region_valid` 1), or, with `task` (one of shapes.TASKS), one-object images and their class
+  ('image', 'label').
 
   `aspect` > 1 draws non-square canvases (shapes.canvas), squashed to image_size x image_size,
   or with `naflex` (a NaFlex) patchified at their own aspect ratio."""
@@ -148,7 +150,10 @@ class ShapesInput(TrainInput):
     image = (self.naflex.spec(b) if self.naflex else ((b, s, s, 3), np.dtype(np.float32)))
     if self.task:
       return {"image": image, "label": ((b,), np.dtype(np.int32))}
-    return {"image": image, "labels": ((b, self.max_len), np.dtype(np.int32))}
+    tokens = ((b, self.max_len), np.dtype(np.int32))
+    return {"image": image, "labels": tokens, "region_labels": tokens,
+            "region_box": ((b, 4), np.dtype(np.float32)),
+            "region_valid": ((b,), np.dtype(np.float32))}
 
   def _batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's rows of global batch `step`: image float32 [b, H, W, 3] and labels int32
@@ -162,8 +167,13 @@ class ShapesInput(TrainInput):
               "label": np.asarray(labels, np.int32)}
     examples = [shapes.draw(self.seed, "train", i, self.image_size, all_captions=False,
                             aspect=self.aspect) for i in rows]
+    regions = [e["regions"][shapes.region_pick(self.seed, "train", i, len(e["regions"]))]
+               for i, e in zip(rows, examples)]
     return {"image": self._images([e["image"] for e in examples], step),
-            "labels": self.tokenizer.encode([e["caption"] for e in examples], self.max_len)}
+            "labels": self.tokenizer.encode([e["caption"] for e in examples], self.max_len),
+            "region_labels": self.tokenizer.encode([r["text"] for r in regions], self.max_len),
+            "region_box": np.asarray([r["box"] for r in regions], np.float32),
+            "region_valid": np.ones(len(regions), np.float32)}
 
   def _images(self, images: list[np.ndarray], step: int):
     """uint8 images -> float32 [-1, 1], squashed to the square size or NaFlex patches."""

@@ -3,6 +3,11 @@
   decode|resize(224)|flip_lr|value_range(-1,1)|choice(inkey='captions',outkey='text')|
   tokenize(max_len=64,inkey='text',outkey='labels')|keep('image','labels')
 
+Geometric ops (resize, crops, flip) also move the boxes of `example['regions']` (a list of
+{'box': [y0, x0, y1, x1] in [0, 1] of the image, 'text': ...}, from tar shards or shapes):
+boxes are clipped to the new image and regions left with no area are dropped. `region` then
+picks one region for LocCa ('region_text', 'region_box', 'region_valid').
+
 `parse(spec)` builds every op at start (unknown op or bad argument: an error naming it) and
 returns `fn(example: dict, rng: np.random.Generator) -> dict`. Each op is a factory in OPS
 returning `op(example, rng) -> example`; random ops draw only from `rng`, so a pipeline given
@@ -54,6 +59,41 @@ def _image_op(fn) -> Callable[..., Op]:
   return factory
 
 
+def _geometric_op(fn) -> Callable[..., Op]:
+  """Wraps fn(image, rng, *args) -> (image, window or None) into an op on example[key] that also
+  moves example['regions'] boxes: `window` (top, left, height, width, flipped) is where the new
+  image lies in the old one, as fractions of the old image's side."""
+  def factory(*args, key: str = "image", **kwargs) -> Op:
+    def op(example, rng):
+      image, window = fn(example[key], rng, *args, **kwargs)
+      out = {**example, key: image}
+      if window is not None and key == "image" and "regions" in example:
+        out["regions"] = move_regions(example["regions"], *window)
+      return out
+    return op
+  factory.__signature__ = inspect.signature(fn).replace(parameters=[
+      *list(inspect.signature(fn).parameters.values())[2:],
+      inspect.Parameter("key", inspect.Parameter.KEYWORD_ONLY, default="image")])
+  factory.__doc__ = fn.__doc__
+  return factory
+
+
+def move_regions(regions: list[dict], top: float, left: float, height: float, width: float,
+                 flipped: bool = False) -> list[dict]:
+  """Regions' boxes in the window (top, left, height, width) of the image (fractions), mirrored
+  left-right if `flipped`, clipped to [0, 1]; regions with no area left are dropped."""
+  out = []
+  for r in regions:
+    y0, x0, y1, x1 = r["box"]
+    y0, y1 = ((np.clip([y0, y1], top, top + height) - top) / height).tolist()
+    x0, x1 = ((np.clip([x0, x1], left, left + width) - left) / width).tolist()
+    if flipped:
+      x0, x1 = 1 - x1, 1 - x0
+    if y1 > y0 and x1 > x0:
+      out.append({**r, "box": [y0, x0, y1, x1]})
+  return out
+
+
 def _decode(data, rng, channels: int = 3) -> np.ndarray:
   """Encoded bytes (JPEG, PNG, WebP, ...) -> uint8 [H, W, channels]; arrays pass through."""
   del rng
@@ -98,7 +138,7 @@ def _central_crop(image, rng, size) -> np.ndarray:
   if ch > h or cw > w:
     raise ValueError(f"central_crop({size}) is larger than the {h}x{w} image; resize first")
   top, left = (h - ch) // 2, (w - cw) // 2
-  return image[top:top + ch, left:left + cw]
+  return image[top:top + ch, left:left + cw], (top / h, left / w, ch / h, cw / w)
 
 
 def _inception_crop(image, rng, size=None, area_min: float = 5, area_max: float = 100,
@@ -116,10 +156,11 @@ def _inception_crop(image, rng, size=None, area_min: float = 5, area_max: float 
     ch, cw = h, min(w, int(round(h * ratio_max)))
   top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
   crop = image[top:top + ch, left:left + cw]
+  window = (top / h, left / w, ch / h, cw / w)
   if size is None:
-    return crop
+    return crop, window
   sh, sw = (size, size) if isinstance(size, int) else tuple(size)
-  return _pil_resize(crop, sh, sw)
+  return _pil_resize(crop, sh, sw), window
 
 
 def naflex_size(height: int, width: int, patch_size: int, max_len: int) -> tuple[int, int]:
@@ -199,7 +240,8 @@ def _naflex(image, rng, patch_size: int, max_len: int, method: str = "bilinear")
 
 def _flip_lr(image, rng) -> np.ndarray:
   """Mirrors left-right with probability 1/2."""
-  return image[:, ::-1] if rng.random() < 0.5 else image
+  flip = rng.random() < 0.5
+  return (image[:, ::-1] if flip else image), (0., 0., 1., 1., flip)
 
 
 def value_range(image: np.ndarray, vmin: float = -1, vmax: float = 1) -> np.ndarray:
@@ -252,6 +294,22 @@ def tokenize(max_len: int, inkey: str = "text", outkey: str = "labels",
   return op
 
 
+def region(inkey: str = "regions", text_key: str = "region_text", box_key: str = "region_box",
+           valid_key: str = "region_valid") -> Op:
+  """Picks one of example[inkey] (regions) uniformly at random: its text (str), box (float32
+  [4]) and valid = 1.0; an example without regions (none given, or all cropped away) gets '',
+  zeros and valid = 0.0 (LocCa then trains its captioning only)."""
+  def op(example, rng):
+    regions = example.get(inkey) or []
+    if not regions:
+      return {**example, text_key: "", box_key: np.zeros(4, np.float32),
+              valid_key: np.float32(0)}
+    r = regions[int(rng.integers(len(regions)))]
+    return {**example, text_key: r["text"], box_key: np.asarray(r["box"], np.float32),
+            valid_key: np.float32(1)}
+  return op
+
+
 def keep(*keys: str) -> Op:
   """Keeps only `keys`."""
   def op(example, rng):
@@ -277,14 +335,15 @@ OPS: dict[str, Callable[..., Op]] = {
     "decode": _image_op(_decode),
     "resize": _image_op(_resize),
     "resize_small": _image_op(_resize_small),
-    "central_crop": _image_op(_central_crop),
-    "inception_crop": _image_op(_inception_crop),
-    "flip_lr": _image_op(_flip_lr),
+    "central_crop": _geometric_op(_central_crop),
+    "inception_crop": _geometric_op(_inception_crop),
+    "flip_lr": _geometric_op(_flip_lr),
     "value_range": _image_op(_value_range),
     "normalize": _image_op(_normalize),
     "naflex": _image_op(_naflex),
     "choice": choice,
     "tokenize": tokenize,
+    "region": region,
     "keep": keep,
     "rename": rename,
 }

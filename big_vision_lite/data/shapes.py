@@ -128,7 +128,9 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
   `combos` restricts the (shape, colour) pairs (default: unseen pairs excluded from train);
   `num_objects` fixes 1 or 2 objects (default: 1 with probability P_SINGLE, else 2);
   `all_captions=False` formats only `caption` (`captions` is then that one), for speed.
-  Also returns `shape`, `color`, `size`, `position` of the first object.
+  Also returns `shape`, `color`, `size`, `position` of the first object and `regions`: every
+  object's {'box': [y0, x0, y1, x1] in [0, 1] (the square it is drawn in), 'text': its region
+  caption ('the small red circle')}.
   """
   if split not in SPLITS:
     raise ValueError(f"unknown shapes split {split!r}; known: {list(SPLITS)}")
@@ -155,7 +157,9 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
     img[y0:y0 + side, x0:x0 + side] = a * rgb + (1 - a) * patch
     objs.append(dict(s=SHAPES[shape], c=COLOR_NAMES[color], z=SIZE_NAMES[size],
                      p=POSITIONS[cells[k]], shape=shape, color=color, size=size,
-                     position=int(cells[k])))
+                     position=int(cells[k]),
+                     box=[y0 / image_size, x0 / image_size, (y0 + side) / image_size,
+                          (x0 + side) / image_size]))
   o = objs[0]
   if n == 1:
     templates, fields = _ONE, o
@@ -166,9 +170,34 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
   pick = int(rng.integers(len(templates)))
   captions = [with_articles(t.format(**fields))
               for t in (templates if all_captions else templates[pick:pick + 1])]
+  regions = [{"box": obj["box"], "text": region_text(obj["shape"], obj["color"], obj["size"]),
+              "shape": obj["shape"], "color": obj["color"]} for obj in objs]
   return dict(image=np.round(img).astype(np.uint8), captions=captions,
               caption=captions[pick if all_captions else 0], num_objects=n,
-              shape=o["shape"], color=o["color"], size=o["size"], position=o["position"])
+              shape=o["shape"], color=o["color"], size=o["size"], position=o["position"],
+              regions=regions)
+
+
+def pixel_labels(regions: list[dict], image_size: int) -> np.ndarray:
+  """int [H, W]: the colour (index into COLOR_NAMES) of the object covering each pixel (at least
+  half of it, the object drawn last on top), or len(COLORS) for the background."""
+  out = np.full((image_size, image_size), len(COLORS), np.int64)
+  for r in regions:
+    y0, x0, y1, x1 = (np.asarray(r["box"]) * image_size).round().astype(int)
+    inside = _alpha(SHAPES[r["shape"]], y1 - y0) >= 0.5
+    out[y0:y1, x0:x1][inside] = r["color"]
+  return out
+
+
+def region_text(shape: int, color: int, size: int) -> str:
+  """An object's region caption: 'the small red circle'."""
+  return f"the {SIZE_NAMES[size]} {COLOR_NAMES[color]} {SHAPES[shape]}"
+
+
+def region_pick(seed: int, split: str, index: int, num_regions: int) -> int:
+  """Which region of example `index` the training stream describes (its own random stream, so
+  the image and captions are those `draw` gives)."""
+  return int(np.random.default_rng((seed, SPLITS[split], index, 1)).integers(num_regions))
 
 
 # Classification tasks on one-object images: the label is one attribute of the object.

@@ -137,7 +137,7 @@ class ShapesSource:
       ex, label = shapes.draw_task(self.task, self.seed, self.split, int(index), self.image_size)
       return {"image": ex["image"], "label": label}
     ex = shapes.draw(self.seed, self.split, int(index), self.image_size)
-    return {"image": ex["image"], "captions": ex["captions"]}
+    return {"image": ex["image"], "captions": ex["captions"], "regions": ex["regions"]}
 
 
 def lookup(record, path: str):
@@ -245,7 +245,27 @@ def standardize(record: dict[str, Any]) -> dict[str, Any]:
   captions = [c for c in captions if c]
   if not captions:
     raise BadRecord(f"{record.get('__key__')}: no caption (.txt or .json 'caption')")
-  return {"image": image, "captions": captions}
+  out = {"image": image, "captions": captions}
+  if "json" in record:
+    regions = json.loads(record["json"]).get("regions")
+    if regions is not None:
+      out["regions"] = _regions(regions, record.get("__key__"))
+  return out
+
+
+def _regions(regions, key) -> list[dict[str, Any]]:
+  """A sample's `regions` (a list of {'box': [y0, x0, y1, x1] in [0, 1], 'text': str}),
+  checked; BadRecord if malformed."""
+  out = []
+  for r in regions if isinstance(regions, list) else [None]:
+    box = r.get("box") if isinstance(r, dict) else None
+    if (not isinstance(box, (list, tuple)) or len(box) != 4 or not isinstance(r.get("text"), str)
+        or not all(isinstance(v, (int, float)) for v in box)
+        or not 0 <= box[0] <= box[2] <= 1 or not 0 <= box[1] <= box[3] <= 1):
+      raise BadRecord(f"{key}: bad region {r!r}: regions are a list of {{'box': [y0, x0, y1, "
+                      "x1] with 0 <= y0 <= y1 <= 1 and 0 <= x0 <= x1 <= 1, 'text': str}")
+    out.append({"box": [float(v) for v in box], "text": r["text"]})
+  return out
 
 
 def make_source(data: dict[str, Any]):

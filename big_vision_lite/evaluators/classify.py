@@ -1,4 +1,4 @@
-"""A classifier's top-1 on a labelled set: the model trained with task='classify'."""
+"""A classifier's top-1 on a labelled set: a model trained with objectives.classify."""
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from big_vision_lite.evaluators.ranking import accuracy_metrics
 
 class Classify(Evaluator):
   """top-1 (top-5 with more than 5 classes) and mean per-class recall of the model's own
-  classification head (config.task='classify') on a shapes task or a tfds classification set."""
+  classification head (objectives.classify) on a shapes task or a tfds classification set."""
 
   kind = "classify"
   benchmark_task = "classification"

@@ -37,7 +37,7 @@ def _zeroshot(task: str) -> dict:
 
 
 def _classify(task: str, head: str, lr: float, **extra) -> dict:
-  return dict(task="classify", lr=lr, classify={"dataset": task, "head_init": head},
+  return dict(objectives={"classify": {"dataset": task, "head_init": head}}, lr=lr,
               input={"data": {"name": "shapes", "task": task}},
               evals={"task": {"type": "classify", "dataset": task,
                               "num_examples": TEST_EXAMPLES}}, **extra)
