@@ -541,7 +541,14 @@ SOURCE = Variant("name", {
                  "(`shapes_size`, `shapes_position`, `shapes_shape`, `shapes_color`, "
                  "`shapes_combo_heldout`)", nullable=True,
                  choices=("shapes_shape", "shapes_color", "shapes_combo_heldout",
-                          "shapes_size", "shapes_position"))),
+                          "shapes_size", "shapes_position")),
+        # data/instruct.CONVERSATIONS (tests/test_vlm.py checks that the two agree).
+        conversation=Str(None, "give each image a conversation (vlm_text, vlm_mask) for "
+                         "objectives.vlm: `instruct` (questions and answers), `caption`, or "
+                         "`text` (the LM's text-only pretraining)", nullable=True,
+                         choices=("instruct", "caption", "text")),
+        turns=Int(2, "questions per conversation (conversation='instruct')", positive=True),
+        vlm_len=Int(32, "tokens per conversation (objectives.vlm.text_len)", positive=True)),
     "tar": _source(
         Str("tar", "image-text tar shards"),
         pattern=Str(help="a directory, glob, brace range or comma list of .tar shards")),
@@ -594,7 +601,7 @@ def _eval_options() -> dict[str, Section]:
   from big_vision_lite import evaluators  # pylint: disable=import-outside-toplevel
   every = Int(None, "evaluate every N steps (None: config.eval_steps)", nullable=True,
               positive=True)
-  return {name: signature_section(cls, ("embedder",), dict(
+  return {name: signature_section(cls, evaluators.NOT_OPTIONS, dict(
       type=Str(name, "evaluator type"), every_steps=every))
           for name, cls in evaluators.EVALUATORS.items()}
 
@@ -640,7 +647,7 @@ SCHEMA = Section(dict(
                      "training terms: name -> dict(weight, start, options); the update step "
                      "sums weight x loss over the terms that have started (see "
                      "big_vision_lite/objectives: `contrastive` (the loss of config.loss), "
-                     "`classify`, `locca`)", what="objective"),
+                     "`classify`, `locca`, `vlm`)", what="objective"),
     model_init=Str(None, "checkpoint whose parameters initialise the model: a big_vision .npz, "
                    "an open_clip / OpenAI .safetensors (.pt/.bin with torch), or a run's Orbax "
                    "checkpoint; a resumed run restores its own checkpoint instead", nullable=True),
