@@ -2,7 +2,9 @@
 against the drawn objects, the loss against a float64 reference, which parameters each stage
 trains (one real update step each), the vqa evaluator's scoring, and bad input."""
 
+import json
 import os
+import tarfile
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +13,11 @@ import pytest
 
 from big_vision_lite import config as config_lib
 from big_vision_lite import job, objectives, pytree, schema, sharding, train
-from big_vision_lite.data import instruct, loader, shapes
+from big_vision_lite.data import instruct, loader, shapes, sources
 from big_vision_lite.data import tokenizer as tok_lib
 from big_vision_lite.models import generate
 from big_vision_lite.objectives.vlm import VLM
+from tests.test_sources import add_member, jpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "vlm_shapes.py")
@@ -111,12 +114,12 @@ def test_loss_is_the_answer_tokens_cross_entropy_of_a_float64_reference():
   params["lm"]["head"]["kernel"] = jax.random.normal(rng, params["lm"]["head"]["kernel"].shape)
   text = np.array(jax.random.randint(rng, (3, term.text_len), 1, 200), np.int32)
   mask = np.array(jax.random.bernoulli(rng, 0.3, (3, term.text_len)), np.float32)
-  loss, _ = term.loss(params, {"vlm_text": text, "vlm_mask": mask}, {"img": {"encoded": img}})
+  loss, _ = jax.jit(term.loss)(params, {"vlm_text": text, "vlm_mask": mask},
+                               {"img": {"encoded": img}})
   lm = term.lm(16)
-  prefix = term.projection.apply({"params": params["proj"]}, img)
   inputs = np.concatenate([np.full((3, 1), term.vocab), text[:, :-1]], 1)
-  z = np.asarray(lm.apply({"params": params["lm"]}, inputs, prefix, logits=True),
-                 np.float64)[:, 16:]
+  z = np.asarray(jax.jit(lambda p: lm.apply({"params": p["lm"]}, inputs, term.projection.apply(
+      {"params": p["proj"]}, img), logits=True))(params), np.float64)[:, 16:]
   logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(
       -1, keepdims=True)
   nll = -np.take_along_axis(logp, text[..., None], -1)[..., 0]
@@ -199,3 +202,29 @@ def test_bad_inputs_are_config_errors_naming_the_fix(tmp_path):
                              ["--config.evals={'vqa': {'type': 'vqa'}}"])
   with pytest.raises(config_lib.ConfigError, match="add 'vlm' to config.objectives"):
     job.build_evaluators(cfg, job.build_model(cfg), mesh)
+
+
+def test_tar_samples_with_llava_conversations_become_vlm_batches(tmp_path):
+  turns = [{"from": "human", "value": "<image>\nwhere is the star"}, {"from": "gpt",
+                                                                     "value": "top left"},
+           {"from": "human", "value": "count the shapes"}, {"from": "gpt", "value": "one"}]
+  bad = [{"from": "human", "value": "where is the star"}, {"from": "gpt", "value": ""}]
+  with tarfile.open(tmp_path / "conv.tar", "w") as tar:
+    for i, conv in enumerate([turns, bad, turns]):
+      add_member(tar, f"{i:03d}.jpg", jpeg(i))
+      add_member(tar, f"{i:03d}.json", json.dumps({"conversations": conv}).encode())
+  it = loader.GrainInput(data={"name": "tar", "pattern": str(tmp_path / "conv.tar")},
+                         pp="decode|resize(32)|value_range|conversation(24)|"
+                            "keep('image', 'vlm_text', 'vlm_mask')",
+                         global_batch=2, process_index=0, process_count=1)
+  batches = [next(it), next(it)]  # 4 good rows: every record of the first epoch was read.
+  it.close()
+  want = instruct.encode(tok_lib.get(), [("where is the star", "top left"),
+                                         ("count the shapes", "one")], 24)
+  for batch in batches:
+    for row in range(2):
+      np.testing.assert_array_equal(batch["vlm_text"][row], want[0])
+      np.testing.assert_array_equal(batch["vlm_mask"][row], want[1])
+  assert it.skipped >= 1  # The empty answer.
+  with pytest.raises(sources.BadRecord, match="alternating, human first"):
+    sources.standardize({"jpg": jpeg(0), "json": json.dumps({"conversations": turns[:3]})})
