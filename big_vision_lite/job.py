@@ -127,8 +127,9 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
     evals = {n: evals[n] for n in names}
   embedder = Embedder(apply_fn(config, model), mesh, config.eval_batch_size)
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,
-                  tokenizer=tokenizer_spec(config),
-                  terms={t.name: t for t in objectives.make_terms(config, mesh)})
+                  tokenizer=tokenizer_spec(config))
+  for term in objectives.make_terms(config, mesh):
+    defaults.update(term.evaluator_defaults())
   return evaluators.make_evaluators(evals, embedder, defaults)
 
 

@@ -601,7 +601,7 @@ def _eval_options() -> dict[str, Section]:
   from big_vision_lite import evaluators  # pylint: disable=import-outside-toplevel
   every = Int(None, "evaluate every N steps (None: config.eval_steps)", nullable=True,
               positive=True)
-  return {name: signature_section(cls, evaluators.NOT_OPTIONS, dict(
+  return {name: signature_section(cls, ("embedder",), dict(
       type=Str(name, "evaluator type"), every_steps=every))
           for name, cls in evaluators.EVALUATORS.items()}
 

@@ -12,6 +12,8 @@ Every process answers the whole set (one device each): the set is small, and gen
 loop of full forward passes (models/generate.greedy).
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,18 +32,18 @@ class VQA(Evaluator):
   kind = "vqa"
   benchmark_task = "vqa"
 
-  def __init__(self, embedder: Embedder, *, terms: dict | None = None, dataset: str = "shapes",
+  def __init__(self, embedder: Embedder, *, vlm: Any = None, dataset: str = "shapes",
                split: str = "validation", num_examples: int = 128, heldout_examples: int = 64,
                seed: int = 0, image_size: int = 64, tokenizer: str = tok_lib.SHAPES_MODEL,
                batch_size: int = 256):
     if dataset != "shapes":
       raise ConfigError(f"the vqa evaluator asks questions about `shapes` images; got "
                         f"dataset={dataset!r}")
-    if not terms or "vlm" not in terms:
+    if vlm is None:
       raise ConfigError("the vqa evaluator answers with objectives.vlm's language model: add "
                         "'vlm' to config.objectives")
     self.embedder, self.dataset, self.batch_size = embedder, dataset, batch_size
-    self.term = terms["vlm"]
+    self.term = vlm  # The objective (objectives/vlm.py), given by its evaluator_defaults.
     tok = tok_lib.get(tokenizer)
     images, prompts, answers, types = [], [], [], []
     for part, count in (("", num_examples), ("heldout_", heldout_examples)):

@@ -112,6 +112,9 @@ class VLM(Term):
                         f"tokenizer's {vocab} pieces ({spec}); set it to at least {vocab} (or "
                         "None: model.text.vocab_size)")
 
+  def evaluator_defaults(self):
+    return {"vlm": self}  # The vqa evaluator's language model.
+
   def plain_settings(self):
     return {"loss_chunk": None}
 
