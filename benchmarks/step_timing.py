@@ -9,13 +9,16 @@ from big_vision_lite import train
 
 
 def random_batch(cfg, mesh) -> dict[str, jax.Array]:
-  """Uniform images in [-1, 1] and random token ids, placed with the batch sharding once, so
-  that the input pipeline is not measured."""
+  """Uniform images in [-1, 1], random token ids for every integer key the objectives read
+  (labels, vlm_text, ...) and ones for their float keys (weights, flags), placed with the batch
+  sharding once, so that the input pipeline is not measured."""
   abstract = train.abstract_batch(cfg, mesh)
   rng = np.random.default_rng(0)
-  host = {"image": rng.uniform(-1, 1, abstract["image"].shape).astype(np.float32),
-          "labels": rng.integers(1, cfg.model.text.vocab_size,
-                                 abstract["labels"].shape).astype(np.int32)}
+  host = {"image": rng.uniform(-1, 1, abstract["image"].shape).astype(np.float32)}
+  for key, spec in abstract.items():
+    if key != "image":
+      host[key] = (rng.integers(1, cfg.model.text.vocab_size, spec.shape).astype(spec.dtype)
+                   if np.issubdtype(spec.dtype, np.integer) else np.ones(spec.shape, spec.dtype))
   return {k: jax.device_put(v, abstract[k].sharding) for k, v in host.items()}
 
 

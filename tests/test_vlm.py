@@ -228,3 +228,18 @@ def test_tar_samples_with_llava_conversations_become_vlm_batches(tmp_path):
   assert it.skipped >= 1  # The empty answer.
   with pytest.raises(sources.BadRecord, match="alternating, human first"):
     sources.standardize({"jpg": jpeg(0), "json": json.dumps({"conversations": turns[:3]})})
+
+
+def test_report_tabulates_final_vqa_per_encoder_with_seed_spread(tmp_path):
+  from big_vision_lite.tools import vlm_report  # pylint: disable=import-outside-toplevel
+  for seed, acc in ((0, 0.5), (1, 0.7)):
+    run = tmp_path / "siglip" / f"seed{seed}" / "stage2"
+    run.mkdir(parents=True)
+    rows = [{"step": 1, "train/loss": 1.0}, {"step": 2, "vqa/shapes/color": 0.0},
+            {"step": 3, **{f"vqa/shapes/{c}": acc for c in instruct.QUESTION_TYPES},
+             "vqa/shapes/all": acc, "vqa/shapes/heldout": 1 - acc}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (tmp_path / "clip").mkdir()  # No finished run: no row.
+  out = vlm_report.table([str(tmp_path / "siglip"), str(tmp_path / "clip")], 2).splitlines()
+  assert len(out) == 3 and out[2].startswith("| siglip | 2 | 0.600 ± 0.141 |")
+  assert out[2].endswith("| 0.600 ± 0.141 | 0.400 ± 0.141 |")
