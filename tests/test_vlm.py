@@ -243,3 +243,19 @@ def test_report_tabulates_final_vqa_per_encoder_with_seed_spread(tmp_path):
   out = vlm_report.table([str(tmp_path / "siglip"), str(tmp_path / "clip")], 2).splitlines()
   assert len(out) == 3 and out[2].startswith("| siglip | 2 | 0.600 ± 0.141 |")
   assert out[2].endswith("| 0.600 ± 0.141 | 0.400 ± 0.141 |")
+
+
+def test_a_stage_loads_the_previous_stages_projection_and_lm(tmp_path):
+  cfg = _cfg("2")
+  mesh = sharding.make_mesh(cfg.mesh)
+  abstract = train.build(cfg, mesh, 10)[1]["params"]
+  rng = np.random.default_rng(0)
+  saved = {n: rng.normal(size=x.shape).astype(np.float32)
+           for n, x in pytree.named_leaves(abstract)}
+  np.savez(tmp_path / "stage1.npz", **saved)
+  cfg.model_init = str(tmp_path / "stage1.npz")
+  fresh = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
+  loaded = dict(pytree.named_leaves(job.load_model_init(cfg, fresh)))
+  assert set(loaded) == set(saved)
+  for name, value in saved.items():  # The towers, the projection and the LM alike.
+    np.testing.assert_array_equal(loaded[name], value, err_msg=name)
