@@ -1,12 +1,14 @@
-"""The image tower as a VLM's eye (LLaVA's recipe) on shapes: `configs/vlm_shapes.py:STAGE`.
+r"""The image tower as a VLM's eye (LLaVA's recipe) on shapes: `configs/vlm_shapes.py:STAGE`.
 
   # stage 0: the language model on text alone (captions, questions and answers; no image)
   python -m big_vision_lite.train --config configs/vlm_shapes.py:0 --workdir W0 \
       --config.model_init=ENCODER_WORKDIR
   # stage 1: the projection alone, on captions (image tower and LM frozen)
-  python -m big_vision_lite.train --config configs/vlm_shapes.py:1 --workdir W1 --config.model_init=W0
+  python -m big_vision_lite.train --config configs/vlm_shapes.py:1 --workdir W1 \
+      --config.model_init=W0
   # stage 2: projection and LM, on instructions (image tower frozen)
-  python -m big_vision_lite.train --config configs/vlm_shapes.py:2 --workdir W2 --config.model_init=W1
+  python -m big_vision_lite.train --config configs/vlm_shapes.py:2 --workdir W2 \
+      --config.model_init=W1
 
 launch/vlm.sh runs the three for one encoder. Every stage starts from the previous stage's
 checkpoint (`model_init`), so the image tower loaded in stage 0 (a configs/siglip_shapes.py or
