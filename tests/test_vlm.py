@@ -110,7 +110,7 @@ def test_loss_is_the_answer_tokens_cross_entropy_of_a_float64_reference():
   term = objectives.make_terms(cfg)[0]
   rng = jax.random.key(1)
   img = jax.random.normal(rng, (3, 16, 32))
-  params = term.init(rng, {"img": {"encoded": img[:1]}})
+  params = jax.jit(term.init)(rng, {"img": {"encoded": img[:1]}})
   params["lm"]["head"]["kernel"] = jax.random.normal(rng, params["lm"]["head"]["kernel"].shape)
   text = np.array(jax.random.randint(rng, (3, term.text_len), 1, 200), np.int32)
   mask = np.array(jax.random.bernoulli(rng, 0.3, (3, term.text_len)), np.float32)
