@@ -49,8 +49,9 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--b16_batch", type=int, default=8)
-  p.add_argument("--tokens", type=int, default=32 * 3 * 68,
-                 help="decoder tokens per device: 32 examples x 3 tasks x 68 positions")
+  p.add_argument("--tokens", type=int, default=32 * (2 * 64 + 4),
+                 help="decoder target tokens per device: 32 examples x (2 x 64 + 4), the "
+                 "positions of the three tasks that predict a target")
   p.add_argument("--chunk", type=int, default=1024)
   args = p.parse_args()
   print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind}")
