@@ -98,12 +98,12 @@ def load_model_init(config: ml_collections.ConfigDict, fresh, mesh=None, shardin
   fresh_host = jax.device_get(fresh)
   model_keys = {n.split("/")[0] for n in weights.target_shapes(config.model.to_dict())}
   base = {k: v for k, v in fresh_host.items() if k in model_keys}
+  added = [k for k in fresh_host if k not in model_keys and k != lora.KEY]
   loaded = weights.load_params(config.model_init, config.model.to_dict(), init_params=base,
                                dont_load=config.model_load.dont_load,
-                               tokenizer=tokenizer_spec(config))
+                               tokenizer=tokenizer_spec(config), beside=added)
   rules = [(r, True) for r in config.model_load.dont_load]
   kept = sum(pytree.match_rules(rules, n, False) for n, _ in pytree.named_leaves(base))
-  added = [k for k in fresh_host if k not in model_keys and k != lora.KEY]
   if added:
     flat, _ = weights.read(config.model_init)
     for key in added:

@@ -583,7 +583,13 @@ SOURCE = Variant("name", {
         task=Str(None, "one-object images labelled with this attribute, for task='classify' "
                  "(`shapes_size`, `shapes_position`, `shapes_shape`, `shapes_color`, "
                  "`shapes_combo_heldout`)", nullable=True,
-                 choices=defined_in("data.shapes", "TASKS"))),
+                 choices=defined_in("data.shapes", "TASKS")),
+        conversation=Str(None, "give each image a conversation (vlm_text, vlm_mask) for "
+                         "objectives.vlm: `instruct` (questions and answers), `caption`, or "
+                         "`text` (the LM's text-only pretraining)", nullable=True,
+                         choices=defined_in("data.instruct", "CONVERSATIONS")),
+        turns=Int(2, "questions per conversation (conversation='instruct')", positive=True),
+        vlm_len=Int(32, "tokens per conversation (objectives.vlm.text_len)", positive=True)),
     "tar": _source(
         Str("tar", "image-text tar shards"),
         pattern=Str(help="a directory, glob, brace range or comma list of .tar shards, local or "
@@ -691,7 +697,7 @@ SCHEMA = Section(dict(
                      "training terms: name -> dict(weight, start, options); the update step "
                      "sums weight x loss over the terms that have started (see "
                      "big_vision_lite/objectives: `contrastive` (the loss of config.loss), "
-                     "`classify`, `locca`)", what="objective"),
+                     "`classify`, `locca`, `vlm`)", what="objective"),
     model_init=Str(None, "checkpoint whose parameters initialise the model: a big_vision .npz, "
                    "an open_clip / OpenAI .safetensors (.pt/.bin with torch), a Hugging Face "
                    "transformers directory or `hf:ORG/NAME`, or a run's Orbax checkpoint; a "

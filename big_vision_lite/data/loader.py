@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from big_vision_lite import distributed
-from big_vision_lite.data import ops, shapes, sources, tokenizer as tok_lib
+from big_vision_lite.data import instruct, ops, shapes, sources, tokenizer as tok_lib
 
 # {name: (shape of this process's batch, dtype)}; a NaFlex image is {'image': {key: ...}}.
 ElementSpec = dict[str, Any]
@@ -131,10 +131,15 @@ class ShapesInput(TrainInput):
   def __init__(self, *, global_batch: int, seed: int = 0, image_size: int = 64, max_len: int = 16,
                tokenizer: str = tok_lib.SHAPES_MODEL, task: str | None = None, prefetch: int = 2,
                aspect: float = 1.0, naflex: NaFlex | None = None,
+               conversation: str | None = None, turns: int = 2, vlm_len: int = 32,
                process_index: int | None = None, process_count: int | None = None):
     super().__init__(global_batch, process_index, process_count)
     if task is not None and task not in shapes.TASKS:
       raise sources.DataError(f"unknown shapes task {task!r}; known: {list(shapes.TASKS)}")
+    if conversation is not None and conversation not in instruct.CONVERSATIONS:
+      raise sources.DataError(f"unknown shapes conversation {conversation!r}; known: "
+                              f"{list(instruct.CONVERSATIONS)}")
+    self.conversation, self.turns, self.vlm_len = conversation, turns, vlm_len
     self.offset = self.process_index * self.local_batch
     self.seed, self.image_size, self.max_len, self.task = seed, image_size, max_len, task
     self.aspect, self.naflex = aspect, naflex
@@ -151,9 +156,13 @@ class ShapesInput(TrainInput):
     if self.task:
       return {"image": image, "label": ((b,), np.dtype(np.int32))}
     tokens = ((b, self.max_len), np.dtype(np.int32))
-    return {"image": image, "labels": tokens, "region_labels": tokens,
+    spec = {"image": image, "labels": tokens, "region_labels": tokens,
             "region_box": ((b, 4), np.dtype(np.float32)),
             "region_valid": ((b,), np.dtype(np.float32))}
+    if self.conversation:
+      spec.update(vlm_text=((b, self.vlm_len), np.dtype(np.int32)),
+                  vlm_mask=((b, self.vlm_len), np.dtype(np.float32)))
+    return spec
 
   def _batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's rows of global batch `step`: image float32 [b, H, W, 3] and labels int32
@@ -169,11 +178,19 @@ class ShapesInput(TrainInput):
                             aspect=self.aspect) for i in rows]
     regions = [e["regions"][shapes.region_pick(self.seed, "train", i, len(e["regions"]))]
                for i, e in zip(rows, examples)]
-    return {"image": self._images([e["image"] for e in examples], step),
-            "labels": self.tokenizer.encode([e["caption"] for e in examples], self.max_len),
-            "region_labels": self.tokenizer.encode([r["text"] for r in regions], self.max_len),
-            "region_box": np.asarray([r["box"] for r in regions], np.float32),
-            "region_valid": np.ones(len(regions), np.float32)}
+    out = {"image": self._images([e["image"] for e in examples], step),
+           "labels": self.tokenizer.encode([e["caption"] for e in examples], self.max_len),
+           "region_labels": self.tokenizer.encode([r["text"] for r in regions], self.max_len),
+           "region_box": np.asarray([r["box"] for r in regions], np.float32),
+           "region_valid": np.ones(len(regions), np.float32)}
+    if self.conversation:
+      encoded = [instruct.encode(self.tokenizer, instruct.shapes_conversation(
+          e, self.conversation, self.turns,
+          np.random.default_rng((self.seed, shapes.SPLITS["train"], i, 2))), self.vlm_len,
+          all_tokens=self.conversation == "text") for i, e in zip(rows, examples)]
+      out["vlm_text"] = np.stack([t for t, _ in encoded])
+      out["vlm_mask"] = np.stack([m for _, m in encoded])
+    return out
 
   def _images(self, images: list[np.ndarray], step: int):
     """uint8 images -> float32 [-1, 1], squashed to the square size or NaFlex patches."""
@@ -491,7 +508,9 @@ def make_input(input_config, global_batch: int, *, image_size: int | None = None
                        tokenizer=input_config.get("tokenizer") or tok_lib.SHAPES_MODEL,
                        seed=data.get("seed", 0), task=data.get("task"),
                        image_size=data.get("image_size") or image_size or 64,
-                       aspect=data.get("aspect", 1.0), naflex=naflex)
+                       aspect=data.get("aspect", 1.0), naflex=naflex,
+                       conversation=data.get("conversation"), turns=data.get("turns", 2),
+                       vlm_len=data.get("vlm_len", 32))
   # `tokenize` without arguments takes the config's tokenizer and the model's text length.
   defaults = {"max_len": max_len, "model": input_config.get("tokenizer")}
   return GrainInput(data=data, pp=pp, global_batch=global_batch, seed=input_config.get("seed", 0),

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from big_vision_lite import errors
+from big_vision_lite.data import instruct
 from big_vision_lite.data import tokenizer as tok_lib
 
 Op = Callable[[dict, np.random.Generator], dict]
@@ -310,6 +311,21 @@ def region(inkey: str = "regions", text_key: str = "region_text", box_key: str =
   return op
 
 
+def conversation(length: int, inkey: str = "conversations",
+                 model: str = tok_lib.SHAPES_MODEL) -> Op:
+  """A sample's conversation ([(question, answer)], from a tar sample's .json `conversations`)
+  -> `vlm_text` int32 [length] and `vlm_mask` float32 [length] for objectives.vlm
+  (data/instruct.encode: a longer conversation or an empty answer fails the record, and is
+  skipped and counted). `length` is objectives.vlm.text_len; `model` the config's tokenizer."""
+  tok = tok_lib.get(model)
+
+  def op(example, rng):
+    del rng
+    text, mask = instruct.encode(tok, [tuple(t) for t in example[inkey]], length)
+    return {**example, "vlm_text": text, "vlm_mask": mask}
+  return op
+
+
 def keep(*keys: str) -> Op:
   """Keeps only `keys`."""
   def op(example, rng):
@@ -344,6 +360,7 @@ OPS: dict[str, Callable[..., Op]] = {
     "choice": choice,
     "tokenize": tokenize,
     "region": region,
+    "conversation": conversation,
     "keep": keep,
     "rename": rename,
 }

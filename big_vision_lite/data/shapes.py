@@ -128,8 +128,9 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
   `combos` restricts the (shape, colour) pairs (default: unseen pairs excluded from train);
   `num_objects` fixes 1 or 2 objects (default: 1 with probability P_SINGLE, else 2);
   `all_captions=False` formats only `caption` (`captions` is then that one), for speed.
-  Also returns `shape`, `color`, `size`, `position` of the first object and `regions`: every
-  object's {'box': [y0, x0, y1, x1] in [0, 1] (the square it is drawn in), 'text': its region
+  Also returns `shape`, `color`, `size`, `position` of the first object, `objects`: every
+  object's {'shape', 'color', 'size', 'position'} (indices into SHAPES, COLOR_NAMES, SIZE_NAMES,
+  POSITIONS), and `regions`: every object's {'box': [y0, x0, y1, x1] in [0, 1] (the square it is drawn in), 'text': its region
   caption ('the small red circle')}.
   """
   if split not in SPLITS:
@@ -175,6 +176,8 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
   return dict(image=np.round(img).astype(np.uint8), captions=captions,
               caption=captions[pick if all_captions else 0], num_objects=n,
               shape=o["shape"], color=o["color"], size=o["size"], position=o["position"],
+              objects=[{k: obj[k] for k in ("shape", "color", "size", "position")}
+                       for obj in objs],
               regions=regions)
 
 

@@ -225,32 +225,50 @@ class TfdsSource:
 
 
 def standardize(record: dict[str, Any]) -> dict[str, Any]:
-  """A raw record -> {'image', 'captions'} (or {'image', 'label'} from a labelled source);
-  BadRecord if either is missing or unreadable."""
+  """A raw record -> {'image', 'captions'} (or {'image', 'label'} from a labelled source), with
+  `regions` and `conversations` when its .json has them; BadRecord if the image is missing or
+  unreadable, or it has neither a caption nor conversations."""
   if "image" in record and ("captions" in record or "label" in record):
     return record
   image = next((record[e] for e in IMAGE_EXTS if e in record), None)
   if image is None:
     raise BadRecord(f"{record.get('__key__')}: no image ({'/'.join(IMAGE_EXTS)}) in the sample")
-  captions = []
-  if "txt" in record:
-    captions = [c.strip() for c in record["txt"].decode("utf-8", "replace").splitlines()]
-  elif "json" in record:
+  captions, meta = [], {}
+  if "json" in record:
     try:
       meta = json.loads(record["json"])
     except ValueError as e:
       raise BadRecord(f"{record.get('__key__')}: unreadable json ({e})") from None
+  if "txt" in record:
+    captions = [c.strip() for c in record["txt"].decode("utf-8", "replace").splitlines()]
+  elif meta:
     caption = meta.get("caption") or meta.get("text")
     captions = caption if isinstance(caption, list) else [caption] if caption else []
   captions = [c for c in captions if c]
-  if not captions:
-    raise BadRecord(f"{record.get('__key__')}: no caption (.txt or .json 'caption')")
+  if not captions and "conversations" not in meta:
+    raise BadRecord(f"{record.get('__key__')}: no caption (.txt or .json 'caption') and no "
+                    ".json 'conversations'")
   out = {"image": image, "captions": captions}
-  if "json" in record:
-    regions = json.loads(record["json"]).get("regions")
-    if regions is not None:
-      out["regions"] = _regions(regions, record.get("__key__"))
+  if meta.get("regions") is not None:
+    out["regions"] = _regions(meta["regions"], record.get("__key__"))
+  if "conversations" in meta:
+    out["conversations"] = _conversations(meta["conversations"], record.get("__key__"))
   return out
+
+
+def _conversations(turns, key) -> list[tuple[str, str]]:
+  """A sample's `conversations` in LLaVA's layout (a list of {'from': 'human' | 'gpt', 'value':
+  str}, alternating, human first) -> [(question, answer)], with LLaVA's '<image>' marker
+  dropped (the image tokens always come first); BadRecord if malformed."""
+  ok = (isinstance(turns, list) and turns and len(turns) % 2 == 0 and all(
+      isinstance(t, dict) and t.get("from") == ("human", "gpt")[i % 2]
+      and isinstance(t.get("value"), str) for i, t in enumerate(turns)))
+  if not ok:
+    raise BadRecord(f"{key}: bad conversations {str(turns)[:200]}: expected a list of {{'from': "
+                    "'human' | 'gpt', 'value': str}, alternating, human first, ending with gpt")
+  clean = lambda v: " ".join(v.replace("<image>", " ").split())
+  return [(clean(turns[i]["value"]), clean(turns[i + 1]["value"]))
+          for i in range(0, len(turns), 2)]
 
 
 def _regions(regions, key) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Evaluators: zero-shot classification, image-text retrieval, few-shot and linear probes, a
-trained classifier's accuracy, and the LocCa decoder's captioning and referring expressions and
-a dense probe of the image tokens.
+trained classifier's accuracy, the LocCa decoder's captioning and referring expressions, a dense
+probe of the image tokens, and visual question answering with objectives.vlm's language model.
 
 `config.evals.<name> = dict(type=..., every_steps=..., **options)`; `type` names a class in
 EVALUATORS, built as `cls(embedder, **options)`: each class's constructor signature (typed,
@@ -18,11 +18,12 @@ from big_vision_lite.evaluators.fewshot import FewShot
 from big_vision_lite.evaluators.linear_probe import LinearProbe
 from big_vision_lite.evaluators.localisation import DenseProbe, Referring
 from big_vision_lite.evaluators.retrieval import Retrieval
+from big_vision_lite.evaluators.vqa import VQA
 from big_vision_lite.evaluators.zeroshot import ZeroShot
 
 EVALUATORS: dict[str, type[Evaluator]] = {
     cls.kind: cls for cls in (ZeroShot, Retrieval, FewShot, LinearProbe, Classify, Captioning,
-                              Referring, DenseProbe)}
+                              Referring, DenseProbe, VQA)}
 
 
 def make_evaluators(evals_config, embedder: Embedder | None,

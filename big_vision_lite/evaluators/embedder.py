@@ -36,6 +36,7 @@ class Embedder:
 
   def __init__(self, apply: Callable, mesh, batch_size: int):
     n = mesh.devices.size
+    self.apply = apply
     self.batch_size = -(-batch_size // n) * n
     self.sharding = sharding_lib.batch_sharding(mesh)
 

@@ -120,9 +120,9 @@ class Term:
 
 def _terms():
   # Imported here: the term modules import models and losses, which the schema must not need.
-  from big_vision_lite.objectives import classify, contrastive, locca  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.objectives import classify, contrastive, locca, vlm  # pylint: disable=import-outside-toplevel
   return {"contrastive": contrastive.Contrastive, "classify": classify.Classify,
-          "locca": locca.LocCa}
+          "locca": locca.LocCa, "vlm": vlm.VLM}
 
 
 def objectives() -> dict[str, type[Term]]:

@@ -328,11 +328,13 @@ def _check_vocab(flat, want, keep, tokenizer, path: str) -> None:
 
 
 def load_params(path: str, model_config, *, init_params=None, dont_load: Sequence[str] = (),
-                tokenizer=None) -> dict:
+                tokenizer=None, beside: Sequence[str] = ()) -> dict:
   """The parameters at `path` as the tree `TwoTowers(**model_config)` applies (host numpy
   float32), converted and fitted to the model. Parameters whose names fully match a `dont_load`
   regex keep `init_params`' values (and need not be in the checkpoint). `tokenizer` (a spec for
-  tokenizer.get or a tokenizer) is checked against the checkpoint's vocabulary."""
+  tokenizer.get or a tokenizer) is checked against the checkpoint's vocabulary. Checkpoint
+  entries under the top-level names `beside` (the parameters objectives add beside the towers,
+  which the caller loads itself) are not the model's and are left out without complaint."""
   model_config = _plain(model_config)
   path = hf.resolve(path)
   if hf.is_model_dir(path):
@@ -345,6 +347,7 @@ def load_params(path: str, model_config, *, init_params=None, dont_load: Sequenc
     raise WeightsError(f"dont_load matches {sorted(keep)[:3]}...: those keep init_params' "
                        "values, so pass init_params")
   flat, layout = read(path)
+  flat = {k: v for k, v in flat.items() if k.split("/")[0] not in beside}
   extra: list[str] = []
   if layout:
     flat, extra = open_clip.convert(flat, *_table(layout, model_config))
