@@ -128,6 +128,8 @@ def build_evaluators(config: ml_collections.ConfigDict, model: TwoTowers, mesh,
   embedder = Embedder(apply_fn(config, model), mesh, config.eval_batch_size)
   defaults = dict(image_size=config.model.image.image_size, max_len=config.model.text.max_len,
                   tokenizer=tokenizer_spec(config))
+  for term in objectives.make_terms(config, mesh):
+    defaults.update(term.evaluator_defaults())
   return evaluators.make_evaluators(evals, embedder, defaults)
 
 

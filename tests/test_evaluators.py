@@ -394,3 +394,48 @@ def test_two_processes_gather_exactly_and_probe_as_one(tmp_path):
       np.testing.assert_array_equal(got[key], single[key], err_msg=key)
     # XLA rounds the float32 features differently for 6 rows per device than for 3 (1 ulp).
     np.testing.assert_allclose(got["weights"], single["weights"], rtol=1e-4, atol=1e-8)
+
+
+# --- LocCa and localisation evaluators: metrics on constructed outputs with known answers.
+
+def test_iou_and_referring_metrics():
+  from big_vision_lite.evaluators import localisation  # pylint: disable=import-outside-toplevel
+  a = np.array([[0, 0, 0.5, 0.5], [0, 0, 1, 1], [0.5, 0.5, 1, 1]], np.float32)
+  b = np.array([[0, 0, 0.5, 1], [0, 0, 1, 1], [0, 0, 0.5, 0.5]], np.float32)
+  np.testing.assert_allclose(localisation.iou(a, b), [0.5, 1.0, 0.0])
+  ev = localisation.Referring.__new__(localisation.Referring)
+  ev.dataset = "shapes"
+  assert ev.metrics({"boxes": a, "true_boxes": b}) == {
+      "referring/shapes/acc@0.5": pytest.approx(2 / 3), "referring/shapes/mean_iou": 0.5}
+
+
+def test_patch_labels_follow_the_drawn_objects():
+  from big_vision_lite.evaluators import localisation  # pylint: disable=import-outside-toplevel
+  region = {"box": [0, 0, 0.5, 0.5], "shape": 1, "color": 2}  # A square in the top-left quarter.
+  labels = localisation.patch_labels([[region]], 32, 4)[0].reshape(4, 4)
+  background = len(shapes.COLORS)
+  expected = np.full((4, 4), background)
+  expected[:2, :2] = 2  # The square covers 80% of its box's side: most of those 4 patches.
+  np.testing.assert_array_equal(labels, expected)
+  ev = localisation.DenseProbe.__new__(localisation.DenseProbe)
+  ev.dataset, ev.classes = "shapes", 9
+  m = ev.metrics({"predictions": np.array([0, 0, 8, 8]), "labels": np.array([0, 8, 8, 8])})
+  assert m["dense_probe/shapes/accuracy"] == 0.75
+  assert m["dense_probe/shapes/mean_iou"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_captioning_exact_match_and_cider():
+  from big_vision_lite.data import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.evaluators import captioning  # pylint: disable=import-outside-toplevel
+  tok = tok_lib.get(tok_lib.SHAPES_MODEL)
+  ev = captioning.Captioning.__new__(captioning.Captioning)
+  ev.dataset, ev.tokenizer = "shapes", tok
+  ev.references = [["a red circle", "a small red circle"], ["a blue square"]]
+  ids = tok.encode(["A small red circle.", "a blue star"], 12)
+  ids[0, 6:] = ids[1, 0]  # Tokens after EOS are not read.
+  m = ev.metrics({"ids": ids})
+  assert m["captioning/shapes/exact_match"] == 0.5
+  refs = [["a red circle", "a big red circle"], ["a blue square", "the blue square"],
+          ["two shapes", "a green star and a ring"]]
+  assert captioning.cider(refs, ["a red circle", "a blue square", "two shapes"]) > \
+      captioning.cider(refs, ["a blue square", "two shapes", "a red circle"])

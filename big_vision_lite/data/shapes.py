@@ -150,12 +150,23 @@ def draw(seed: int, split: str, index: int, image_size: int = 64,
   pick = int(rng.integers(len(templates)))
   captions = [with_articles(t.format(**fields))
               for t in (templates if all_captions else templates[pick:pick + 1])]
-  regions = [{"box": obj["box"], "text": region_text(obj["shape"], obj["color"], obj["size"])}
-             for obj in objs]
+  regions = [{"box": obj["box"], "text": region_text(obj["shape"], obj["color"], obj["size"]),
+              "shape": obj["shape"], "color": obj["color"]} for obj in objs]
   return dict(image=np.round(img).astype(np.uint8), captions=captions,
               caption=captions[pick if all_captions else 0], num_objects=n,
               shape=o["shape"], color=o["color"], size=o["size"], position=o["position"],
               regions=regions)
+
+
+def pixel_labels(regions: list[dict], image_size: int) -> np.ndarray:
+  """int [H, W]: the colour (index into COLOR_NAMES) of the object covering each pixel (at least
+  half of it, the object drawn last on top), or len(COLORS) for the background."""
+  out = np.full((image_size, image_size), len(COLORS), np.int64)
+  for r in regions:
+    y0, x0, y1, x1 = (np.asarray(r["box"]) * image_size).round().astype(int)
+    inside = _alpha(SHAPES[r["shape"]], y1 - y0) >= 0.5
+    out[y0:y1, x0:x1][inside] = r["color"]
+  return out
 
 
 def region_text(shape: int, color: int, size: int) -> str:

@@ -1,5 +1,6 @@
-"""Evaluators: zero-shot classification, image-text retrieval, few-shot and linear probes, and
-a trained classifier's accuracy.
+"""Evaluators: zero-shot classification, image-text retrieval, few-shot and linear probes, a
+trained classifier's accuracy, and the LocCa decoder's captioning and referring expressions and
+a dense probe of the image tokens.
 
 `config.evals.<name> = dict(type=..., every_steps=..., **options)`; `type` names a class in
 EVALUATORS, built as `cls(embedder, **options)`: each class's constructor signature (typed,
@@ -11,15 +12,18 @@ import inspect
 
 from big_vision_lite.config import ConfigError
 from big_vision_lite.evaluators.base import Evaluator
+from big_vision_lite.evaluators.captioning import Captioning
 from big_vision_lite.evaluators.classify import Classify
 from big_vision_lite.evaluators.embedder import Embedder
 from big_vision_lite.evaluators.fewshot import FewShot
 from big_vision_lite.evaluators.linear_probe import LinearProbe
+from big_vision_lite.evaluators.localisation import DenseProbe, Referring
 from big_vision_lite.evaluators.retrieval import Retrieval
 from big_vision_lite.evaluators.zeroshot import ZeroShot
 
 EVALUATORS: dict[str, type[Evaluator]] = {
-    cls.kind: cls for cls in (ZeroShot, Retrieval, FewShot, LinearProbe, Classify)}
+    cls.kind: cls for cls in (ZeroShot, Retrieval, FewShot, LinearProbe, Classify, Captioning,
+                              Referring, DenseProbe)}
 
 
 def make_evaluators(evals_config, embedder: Embedder | None,

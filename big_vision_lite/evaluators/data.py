@@ -118,19 +118,21 @@ class EvalSet:
   images: Any                    # this process's images: uint8 array [n, H, W, 3] or LazyImages
   labels: Any = None             # this process's int labels [n]: an array or LazyLabels
   captions: list[list[str]] | None = None   # this process's captions, one list per image
+  regions: list[list[dict]] | None = None   # this process's regions (shapes), one list per image
   classnames: list[str] | None = None
 
 
 def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int | None = None,
-               image_size: int = 64) -> EvalSet:
-  """A shapes classification task (SHAPES_CLASSIFICATION) or 'shapes' (captions)."""
+               image_size: int = 64, whole: bool = False) -> EvalSet:
+  """A shapes classification task (SHAPES_CLASSIFICATION) or 'shapes' (captions); with
+  `whole`, this process holds the whole set rather than its share."""
   if task not in SHAPES_CLASSIFICATION + ("shapes",):
     raise ValueError(f"unknown shapes dataset {task!r}; known: "
                      f"{list(SHAPES_CLASSIFICATION + ('shapes',))}")
   if split not in shapes.SPLITS:
     raise ValueError(f"unknown shapes split {split!r}; known: {list(shapes.SPLITS)}")
   total = num_examples or SHAPES_SIZE
-  local = process_range(total)
+  local = range(total) if whole else process_range(total)
   if task == "shapes":  # Captioned images: the split's own mix of one and two objects.
     examples = [shapes.draw(seed, split, i, image_size) for i in local]
   else:
@@ -141,6 +143,7 @@ def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int 
   out = EvalSet(total, local.start, images)
   if task == "shapes":
     out.captions = [e["captions"] for e in examples]
+    out.regions = [e["regions"] for e in examples]
   else:
     out.labels = np.array(labels, np.int64)
     out.classnames = shapes.task_classnames(task)
@@ -149,12 +152,14 @@ def shapes_set(task: str, split: str = "test", seed: int = 0, num_examples: int 
 
 def tfds_set(dataset: str, split: str, *, pp: str, data_dir: str | None = None,
              num_examples: int | None = None, image_key: str = "image",
-             label_key: str | None = "label", caption_key: str | None = None) -> EvalSet:
+             label_key: str | None = "label", caption_key: str | None = None,
+             whole: bool = False) -> EvalSet:
   """The first `num_examples` (default all) of a prepared tfds split, with labels (and the
-  dataset's class names, '_' read as ' ') or captions."""
+  dataset's class names, '_' read as ' ') or captions; with `whole`, this process holds the
+  whole set rather than its share."""
   src = sources.TfdsSource(dataset, split, data_dir=data_dir, image_key=image_key)
   total = min(len(src), num_examples or len(src))
-  local = process_range(total)
+  local = range(total) if whole else process_range(total)
   images = LazyImages(src, local, ops.parse(pp), f"{dataset}[{split}]")
   out = EvalSet(total, local.start, images)
   if caption_key:
@@ -189,17 +194,18 @@ def classnames(dataset: str, split: str = "train", data_dir: str | None = None,
 def load(dataset: str, *, split: str | None = None, kind: str, image_size: int = 64,
          pp: str | None = None, seed: int = 0, num_examples: int | None = None,
          data_dir: str | None = None, image_key: str = "image", label_key: str = "label",
-         caption_key: str | None = "captions/text") -> EvalSet:
-  """An EvalSet of `kind` 'labels' or 'captions' for a shapes task or a tfds dataset name.
+         caption_key: str | None = "captions/text", whole: bool = False) -> EvalSet:
+  """An EvalSet of `kind` 'labels' or 'captions' for a shapes task or a tfds dataset name
+  (with `whole`, the whole set on every process: reference captions for corpus metrics).
 
   `pp` (tfds only) must produce images of one size; default `decode|resize(image_size)`.
   """
   if dataset.startswith("shapes"):
-    return shapes_set(dataset, split or "test", seed, num_examples, image_size)
+    return shapes_set(dataset, split or "test", seed, num_examples, image_size, whole)
   return tfds_set(dataset, split or "test", pp=pp or f"decode|resize({image_size})",
                   data_dir=data_dir, num_examples=num_examples, image_key=image_key,
                   label_key=label_key if kind == "labels" else None,
-                  caption_key=caption_key if kind == "captions" else None)
+                  caption_key=caption_key if kind == "captions" else None, whole=whole)
 
 
 def load_train_and_test(dataset: str, *, train_split: str | None, split: str | None,

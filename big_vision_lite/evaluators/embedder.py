@@ -17,7 +17,8 @@ from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import loader, ops
 from big_vision_lite.distributed import gather_rows
 
-REPRESENTATIONS = ("embedding", "pre_logits", "logits")  # logits: a classifier's
+# logits: a classifier's; tokens: the image tower's un-pooled tokens [N, D] per image.
+REPRESENTATIONS = ("embedding", "pre_logits", "logits", "tokens")
 
 
 def _local_rows(out: jax.Array) -> np.ndarray:
@@ -40,8 +41,10 @@ class Embedder:
 
     def image(params, x, representation):
       z, _, aux = apply(params, x, None)
+      if callable(representation):  # A function of the parameters and the model's outputs.
+        return representation(params, {"zimg": z, **aux})
       return {"embedding": z, "pre_logits": aux["img"]["pre_logits"],
-              "logits": aux.get("logits")}[representation]
+              "logits": aux.get("logits"), "tokens": aux["img"].get("encoded")}[representation]
 
     # Outputs stay split like the batch: each process reads back only its own rows.
     self._image = jax.jit(image, static_argnums=2, out_shardings=self.sharding)
@@ -72,7 +75,8 @@ class Embedder:
           nxt = prefetch.submit(load, k + 1)
         out = _local_rows(fn(loader.to_global({"x": batch}, self.sharding)["x"]))
         valid = int(np.clip(len(local) - k * rows, 0, rows))  # Drop the padding rows.
-        yield k * rows, out[:valid].astype(np.float32)
+        out = out[:valid]
+        yield k * rows, out if out.dtype.kind in "iu" else out.astype(np.float32)
 
   def _gathered(self, stream: Iterator[tuple[int, np.ndarray]]) -> np.ndarray:
     parts = [emb for _, emb in stream]
@@ -84,8 +88,10 @@ class Embedder:
                     ) -> Iterator[tuple[int, np.ndarray]]:
     """This process's images (uint8 [n, H, W, 3] array or LazyImages) -> (start, embeddings
     [b, E]) of its rows [start, start + b), one batch at a time (possibly b = 0); L2-normalised
-    embeddings or the image tower's pre-logits. Every process must exhaust it."""
-    if representation not in REPRESENTATIONS:
+    embeddings, the image tower's pre-logits or tokens, or what a function `representation`
+    (params, model outputs) -> [b, ...] computes (a decoder's output, jitted with the tower).
+    Every process must exhaust it."""
+    if not callable(representation) and representation not in REPRESENTATIONS:
       raise ValueError(f"representation={representation!r} is not one of {REPRESENTATIONS}")
     prep = lambda x: ops.value_range(x) if x.dtype == np.uint8 else x.astype(np.float32)
     return self._stream(lambda x: self._image(params, x, representation), local, prep)

@@ -128,6 +128,10 @@ class Term:
     named by `spec`)."""
     del vocab, spec
 
+  def evaluator_defaults(self) -> dict[str, Any]:
+    """Options this term gives the evaluators that take them (LocCa: its `decoder`)."""
+    return {}
+
   def plain_settings(self) -> dict[str, Any]:
     """Settings that make the term `plain` for counting FLOPs (the same computation)."""
     return {}

@@ -149,7 +149,7 @@ class LocCa(Term):
     self.decoder = decoder_lib.Decoder(
         vocab_size=self.vocab.size, width=s["width"] or text["width"],
         depth=s["depth"] or max(1, text["depth"] // 2), mlp_dim=s["mlp_dim"] or text["mlp_dim"],
-        num_heads=s["num_heads"] or text["num_heads"], max_len=self.max_len + 4,
+        num_heads=s["num_heads"] or text["num_heads"], max_len=self.max_len + 5,
         dtype_mm=dtype, act=config.model.text.act, ln_eps=config.model.text.ln_eps)
     self.regions, self.chunk = s["regions"], s["loss_chunk"]
     self.plain = self.chunk is None
@@ -170,6 +170,9 @@ class LocCa(Term):
       raise ConfigError(f"objectives.locca.vocab_size={self.vocab.text} is smaller than the "
                         f"tokenizer's {vocab} pieces ({spec}); set it to at least {vocab} (or "
                         "None: model.text.vocab_size)")
+
+  def evaluator_defaults(self):
+    return {"decoder": self}
 
   def plain_settings(self):
     return {"loss_chunk": None}
@@ -209,3 +212,37 @@ class LocCa(Term):
         metrics[f"locca_{task}"] = (jnp.sum(per_task[task] * valid)
                                     / jnp.maximum(jnp.sum(valid), 1))
     return jnp.mean(per_example), metrics
+
+  def greedy(self, params, img: jax.Array, prefix: jax.Array, steps: int, lo: int,
+             hi: int) -> jax.Array:
+    """Greedy decoding: the `steps` tokens int32 [b, steps] that follow `prefix` [b, P], each
+    the most likely id in [lo, hi) given the image tokens `img` [b, N, D] and the tokens
+    before it (causal attention, as the tasks were trained; the decoder is re-run per token)."""
+    b, p = prefix.shape
+    tokens = jnp.concatenate([prefix.astype(jnp.int32), jnp.zeros((b, steps), jnp.int32)], 1)
+    causal = jnp.ones((b,), bool)
+    ids = jnp.arange(self.vocab.size)
+    allowed = (ids >= lo) & (ids < hi)
+
+    def step(i, tokens):
+      h = self.decoder.apply({"params": params["dec"]}, tokens, img,
+                             attention_mask(tokens, causal))
+      last = jax.lax.dynamic_index_in_dim(h, p + i - 1, axis=1, keepdims=False)  # [b, D]
+      z = decoder_lib.logits(params["dec"]["head"], last)
+      nxt = jnp.argmax(jnp.where(allowed, z, -jnp.inf), -1).astype(jnp.int32)
+      return jax.lax.dynamic_update_index_in_dim(tokens, nxt, p + i, axis=1)
+
+    return jax.lax.fori_loop(0, steps, step, tokens)[:, p:]
+
+  def caption(self, params, outputs: dict) -> jax.Array:
+    """Greedy captions: token ids int32 [b, max_len] (text ids only; cut at EOS to read)."""
+    img = image_tokens(outputs)
+    prefix = jnp.full((img.shape[0], 1), self.vocab.task["caption"], jnp.int32)
+    return self.greedy(params, img, prefix, self.max_len, 1, self.vocab.text)
+
+  def refer(self, params, outputs: dict, region_labels: jax.Array) -> jax.Array:
+    """Boxes' location tokens int32 [b, 4] for region captions' tokens [b, max_len]."""
+    img = image_tokens(outputs)
+    prefix = jnp.concatenate([jnp.full((img.shape[0], 1), self.vocab.task["referring"],
+                                       jnp.int32), region_labels], 1)
+    return self.greedy(params, img, prefix, 4, self.vocab.loc0, self.vocab.size)
