@@ -306,7 +306,9 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
       batch = {**batch, **entries}
       if new:
         buffers[t.name] = new
-    return batch, buffers
+    # `teacher_*` entries are shared between the readers (the teacher's tower outputs), not
+    # read by the losses.
+    return {k: v for k, v in batch.items() if not k.startswith("teacher_")}, buffers
 
   def apply_updates(trainable, frozen, opt, teacher, grads, step):
     updates, opt = tx.update(grads, opt, trainable)

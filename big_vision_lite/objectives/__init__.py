@@ -26,7 +26,8 @@ A term that reads the EMA teacher (objectives/teacher.py) also declares
 - `teach(teacher, buffers, batch) -> (entries, buffers)`: the teacher's per-example outputs
   (added to the batch, so accumulation slices them like the batch) and the buffers after this
   step. The update step computes them outside the differentiated loss: no gradient reaches the
-  teacher.
+  teacher. Entries named `teacher_*` pass from one reader's `teach` to the next (the teacher
+  tower's outputs on the global view, computed once a step) and not to the losses.
 
 A term that starts after step 0 is not computed before (its loss is logged as 0); when it
 starts, its own parameters are initialised afresh (as at step 0, from config.seed; their

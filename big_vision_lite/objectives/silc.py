@@ -41,22 +41,21 @@ class Silc(Term):
     return {**teacher_lib.global_view(self.config, batch, kg),
             "view_local": teacher_lib.crops(batch["image"], kl, num, size, area)}
 
-  def _embed(self, params, images, any_size=False):
-    _, out = self.tower.apply({"params": params["img"]}, images, any_size=any_size)
-    return self.head.apply({"params": params["silc"]}, out["pre_logits"])
-
   def teach(self, teacher, buffers, batch):
-    logits = self._embed(teacher, batch["view_global"])  # [B, K]
+    shared = teacher_lib.global_outputs(self.tower, teacher, batch)
+    logits = self.head.apply({"params": teacher["silc"]}, shared["teacher_pooled"])  # [B, K]
     s = self.settings
-    return ({"silc_target": teacher_lib.targets(logits, buffers["center"],
-                                                s["teacher_temperature"])},
+    return ({**shared, "silc_target": teacher_lib.targets(logits, buffers["center"],
+                                                          s["teacher_temperature"])},
             {"center": teacher_lib.next_center(buffers["center"], logits, s["center_momentum"])})
 
   def loss(self, params, batch, outputs):
     del outputs
     views = batch["view_local"]  # [B, V, s, s, 3]
     b, v = views.shape[:2]
-    logits = self._embed(params, views.reshape(b * v, *views.shape[2:]), any_size=True)
+    _, out = self.tower.apply({"params": params["img"]}, views.reshape(b * v, *views.shape[2:]),
+                              any_size=True)
+    logits = self.head.apply({"params": params["silc"]}, out["pre_logits"])
     ce = teacher_lib.cross_entropy(batch["silc_target"][:, None],
                                    logits.reshape(b, v, -1), self.settings["student_temperature"])
     target = batch["silc_target"]

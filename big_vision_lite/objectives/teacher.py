@@ -194,6 +194,17 @@ def global_view(config, batch: dict, rng: jax.Array) -> dict:
       :, 0]}
 
 
+def global_outputs(tower, teacher: dict, batch: dict) -> dict:
+  """The teacher tower's outputs on the global view, {'teacher_tokens' [B, N, D] (patches),
+  'teacher_pooled' [B, D]}: computed by the first reader in a step, reused by the others (the
+  update step passes `teacher_*` entries from one reader's `teach` to the next, not to the
+  losses)."""
+  if "teacher_tokens" in batch:
+    return {k: batch[k] for k in ("teacher_tokens", "teacher_pooled")}
+  _, out = tower.apply({"params": teacher["img"]}, batch["view_global"])
+  return {"teacher_tokens": out["encoded"], "teacher_pooled": out["pre_logits"]}
+
+
 def ema(teacher: dict, student: dict, momentum: float) -> dict:
   """momentum * teacher + (1 - momentum) * student, leaf by leaf (in place when donated)."""
   return jax.tree.map(lambda t, s: (momentum * t + (1 - momentum) * s).astype(t.dtype),

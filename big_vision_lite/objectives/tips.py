@@ -52,23 +52,18 @@ class Tips(Term):
     return {**teacher_lib.global_view(self.config, batch, kg),
             "tips_masked": jnp.sort(order[:, :self.masked], axis=1).astype(jnp.int32)}
 
-  def _patches(self, params, images, mask=None):
-    """The head's outputs at the masked positions [B, M, K] of the tower's patch tokens."""
-    kw = {} if mask is None else {"patch_mask": mask, "mask_token": params["tips"]["mask_token"]}
-    _, out = self.tower.apply({"params": params["img"]}, images, **kw)
-    tokens = out["encoded"][:, -self.patches:]  # Without a class token, if any.
-    return tokens
-
   def _outputs(self, params, tokens, masked):
+    """The head's outputs [B, M, K] at the masked positions of the tower's tokens [B, N', D]."""
+    tokens = tokens[:, -self.patches:]  # Without a class token, if any.
     picked = jnp.take_along_axis(tokens, masked[..., None], axis=1)  # [B, M, D]
     return self.head.apply({"params": params["tips"]["head"]}, picked)
 
   def teach(self, teacher, buffers, batch):
-    logits = self._outputs(teacher, self._patches(teacher, batch["view_global"]),
-                           batch["tips_masked"])
+    shared = teacher_lib.global_outputs(self.tower, teacher, batch)
+    logits = self._outputs(teacher, shared["teacher_tokens"], batch["tips_masked"])
     s = self.settings
-    return ({"tips_target": teacher_lib.targets(logits, buffers["center"],
-                                                s["teacher_temperature"])},
+    return ({**shared, "tips_target": teacher_lib.targets(logits, buffers["center"],
+                                                          s["teacher_temperature"])},
             {"center": teacher_lib.next_center(buffers["center"], logits, s["center_momentum"])})
 
   def loss(self, params, batch, outputs):
@@ -76,7 +71,9 @@ class Tips(Term):
     masked = batch["tips_masked"]
     mask = jnp.zeros((masked.shape[0], self.patches), bool).at[
         jnp.arange(masked.shape[0])[:, None], masked].set(True)
-    logits = self._outputs(params, self._patches(params, batch["view_global"], mask), masked)
+    _, out = self.tower.apply({"params": params["img"]}, batch["view_global"], patch_mask=mask,
+                              mask_token=params["tips"]["mask_token"])
+    logits = self._outputs(params, out["encoded"], masked)
     ce = teacher_lib.cross_entropy(batch["tips_target"], logits,
                                    self.settings["student_temperature"])
     return jnp.mean(ce), {}
