@@ -87,8 +87,9 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
 
   def init_params(rng):
     params = model.init(rng, *example)["params"]
+    fresh = term_params(rng)
     for term in terms:
-      added = term_params(rng)[term.name]
+      added = fresh[term.name]
       clash = sorted(set(added) & set(params))
       if clash:
         raise ValueError(f"objective {term.name!r} adds parameters {clash} that already exist")

@@ -2,6 +2,8 @@
 the start step, the teacher moves only as the EMA of the student, resume across the start step is
 exact, and bad settings fail at start."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -35,9 +37,15 @@ def _state(state):
 def test_every_term_on_8_devices_equals_1_device_and_resumes_exactly_across_the_start(tmp_path):
   cfg = _cfg()
   mesh1, mesh8 = sharding.make_mesh(devices=jax.devices()[:1]), sharding.make_mesh()
-  init1 = train.build(cfg, mesh1, 4)[2]
-  rows1, state1, it, _ = _steps(cfg, mesh1, 3, state=init1(jax.random.key(0)),
-                                update=train.build(cfg, mesh1, 4)[3])
+  _, abstract1, init1, update1, _ = train.build(cfg, mesh1, 4)
+  update1 = update1.lower(abstract1, train.abstract_batch(cfg, mesh1)).compile()
+  # The EMA runs in place: the compiled step copies no weight matrix of the parameters, the
+  # moments or the teacher (a select over them would copy each); only vectors and scalars
+  # (random keys, a few biases).
+  entry = update1.as_text()[update1.as_text().index("\nENTRY "):]
+  copied = re.findall(r"= \w+\[([\d,]*)\]\{[^}]*\} copy\(", entry[:entry.index("\n}")])
+  assert copied and all(shape.count(",") == 0 for shape in copied), copied
+  rows1, state1, it, _ = _steps(cfg, mesh1, 3, state=init1(jax.random.key(0)), update=update1)
   it.close()
   # 8 devices: one step, a checkpoint (before the start step), then two more.
   _, abstract_state, init_fn, update, _ = train.build(cfg, mesh8, 4)
