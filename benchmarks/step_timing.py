@@ -9,13 +9,23 @@ from big_vision_lite import train
 
 
 def random_batch(cfg, mesh) -> dict[str, jax.Array]:
-  """Uniform images in [-1, 1] and random token ids, placed with the batch sharding once, so
-  that the input pipeline is not measured."""
+  """Every key the update step takes, random and placed with the batch sharding once, so that
+  the input pipeline is not measured: uniform images in [-1, 1], random token ids, class labels
+  in [0, 2), boxes with y0 <= y1 and x0 <= x1 in [0, 1], and flags of 1."""
   abstract = train.abstract_batch(cfg, mesh)
   rng = np.random.default_rng(0)
-  host = {"image": rng.uniform(-1, 1, abstract["image"].shape).astype(np.float32),
-          "labels": rng.integers(1, cfg.model.text.vocab_size,
-                                 abstract["labels"].shape).astype(np.int32)}
+  host = {}
+  for key, x in abstract.items():
+    if key == "image":
+      host[key] = rng.uniform(-1, 1, x.shape).astype(np.float32)
+    elif np.issubdtype(x.dtype, np.integer):
+      high = cfg.model.text.vocab_size if len(x.shape) == 2 else 2
+      host[key] = rng.integers(1 if len(x.shape) == 2 else 0, high, x.shape).astype(x.dtype)
+    elif len(x.shape) == 2 and x.shape[1] == 4:  # Boxes.
+      corners = np.sort(rng.uniform(0, 1, (x.shape[0], 2, 2)), axis=1)  # [n, (lo, hi), (y, x)]
+      host[key] = corners.reshape(x.shape[0], 4).astype(np.float32)
+    else:
+      host[key] = np.ones(x.shape, np.float32)
   return {k: jax.device_put(v, abstract[k].sharding) for k, v in host.items()}
 
 

@@ -157,7 +157,9 @@ def test_resolve_steps():
 
 
 @pytest.mark.parametrize("path", ["siglip_shapes.py", "clip_shapes.py", "siglip_b16_shapes.py",
-                                  "siglip_coco.py", "siglip_b16.py:shards=/data/s-{0..9}.tar"])
+                                  "siglip_coco.py", "siglip_b16.py:shards=/data/s-{0..9}.tar",
+                                  "siglip2_shapes.py",
+                                  "siglip2_b16.py:shards=/data/s-{0..9}.tar,tokenizer=/g.model"])
 def test_shipped_configs_resolve_and_validate(path):
   cfg = config_lib.from_args(os.path.join(ROOT, "configs", path))
   config_lib.validate(cfg, 8)

@@ -7,7 +7,7 @@ import pytest
 
 from big_vision_lite import checkpoint as ckpt_lib
 from big_vision_lite import config as config_lib
-from big_vision_lite import job, sharding, train
+from big_vision_lite import job, pytree, sharding, train
 from big_vision_lite.data import loader, sources
 from tests.test_train import CONFIG, TINY, _assert_params_close
 
@@ -128,3 +128,15 @@ def test_siglip2_shapes_trains_and_evaluates_the_decoder(tmp_path):
               "dense_probe/shapes/mean_iou"):
     assert 0 <= results[key] <= 1, key
   assert results["captioning/shapes/length"] >= 0
+
+
+def test_decoder_parameters_follow_the_parameter_name_rules():
+  """`dec/...` is frozen, sharded and counted like the towers' parameters (no compilation)."""
+  mesh = sharding.make_mesh((("data", 2), ("fsdp", 4)))
+  _, state, _, _, mask = train.build(_cfg("--config.frozen=('dec/.*',)",
+                                          "--config.sharding_rules=(('dec/.*', 'fsdp'),)"),
+                                     mesh, 10)
+  assert not any(jax.tree.leaves(mask["dec"])) and all(jax.tree.leaves(mask["img"]))
+  assert not any("/dec/" in n for n, _ in pytree.named_leaves(state["opt"]))
+  kernel = state["params"]["dec"]["head"]["kernel"]
+  assert "fsdp" in jax.tree.leaves(tuple(kernel.sharding.spec))

@@ -137,3 +137,17 @@ def test_make_shards_skips_images_whose_captions_are_all_empty(tmp_path, capsys)
   with pytest.raises(SystemExit, match="no non-empty captions"):
     make_shards.main(["--images", str(images), "--captions", str(tmp_path / "none.csv"),
                       "--output", str(tmp_path / "out2")])
+
+
+def test_standardize_reads_regions_from_the_json():
+  import json as json_lib  # pylint: disable=import-outside-toplevel
+  region = {"box": [0.1, 0.2, 0.5, 0.6], "text": "the red circle"}
+  record = {"__key__": "k", "jpg": b"x",
+            "json": json_lib.dumps({"caption": "a red circle", "regions": [region]}).encode()}
+  out = sources.standardize(record)
+  assert out["captions"] == ["a red circle"] and out["regions"] == [region]
+  assert "regions" not in sources.standardize({**record, "json": b'{"caption": "c"}'})
+  bad = {**record, "json": json_lib.dumps({"caption": "c", "regions": [
+      {"box": [0.5, 0.2, 0.1, 0.6], "text": "upside down"}]}).encode()}
+  with pytest.raises(sources.BadRecord, match=r"k: bad region .*0 <= y0 <= y1 <= 1"):
+    sources.standardize(bad)

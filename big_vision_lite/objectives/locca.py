@@ -68,10 +68,16 @@ class Vocab:
     return ((np.asarray(tokens) - self.loc0 + 0.5) / self.loc_bins).astype(np.float32)
 
 
+# The positions [start, stop) of each task's sequence that predict its targets (text length L):
+# only there are logits computed.
+TARGETS = {"caption": lambda length: (0, length), "referring": lambda length: (length, length + 4),
+           "grounded": lambda length: (4, length + 4)}
+
+
 def sequences(vocab: Vocab, batch: dict, regions: bool) -> dict[str, tuple]:
   """{task: (decoder input [B, T], targets [B, T], target weights [B, T], causal)} for the
   batch's captions (`labels`) and, with `regions`, its region captions and boxes. Position j
-  of an input predicts target j."""
+  of an input predicts target j; weights are 0 outside TARGETS."""
   labels = batch["labels"]
   b, length = labels.shape
   col = lambda v: jnp.full((b, 1), v, jnp.int32)
@@ -199,9 +205,20 @@ class LocCa(Term):
     causal = jnp.concatenate([s[3] for s in seqs.values()])
     h = self.decoder.apply({"params": params["dec"]}, tokens, jnp.tile(img, (len(seqs), 1, 1)),
                            attention_mask(tokens, causal))
-    nll = decoder_lib.cross_entropy(params["dec"]["head"], h, targets, self.chunk)
-    per_token = jnp.sum(nll * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1)
-    per_task = dict(zip(seqs, per_token.reshape(len(seqs), -1)))  # {task: [B]}
+    # Logits only where a task has targets: [B, stop - start] positions of each task's rows.
+    b, length = batch["labels"].shape
+    spans = [(i * b, (i + 1) * b, *TARGETS[task](length)) for i, task in enumerate(seqs)]
+    pick = lambda x: jnp.concatenate([x[r0:r1, s0:s1].reshape(-1, *x.shape[2:])
+                                      for r0, r1, s0, s1 in spans])
+    nll = decoder_lib.cross_entropy(params["dec"]["head"], pick(h), pick(targets), self.chunk)
+    per_task = {}  # {task: [B]}
+    offset = 0
+    for task, (r0, r1, s0, s1) in zip(seqs, spans):
+      n = (r1 - r0) * (s1 - s0)
+      w = weights[r0:r1, s0:s1]
+      per_task[task] = (jnp.sum(nll[offset:offset + n].reshape(w.shape) * w, 1)
+                        / jnp.maximum(jnp.sum(w, 1), 1))
+      offset += n
     per_example = per_task["caption"]
     metrics: dict[str, Any] = {"locca_caption": jnp.mean(per_task["caption"])}
     if self.regions:
