@@ -697,7 +697,20 @@ SCHEMA = Section(dict(
                      "training terms: name -> dict(weight, start, options); the update step "
                      "sums weight x loss over the terms that have started (see "
                      "big_vision_lite/objectives: `contrastive` (the loss of config.loss), "
-                     "`classify`, `locca`, `vlm`)", what="objective"),
+                     "`classify`, `locca`, `silc`, `tips`, `vlm`)", what="objective"),
+    teacher=Section(dict(
+        momentum=Float(0.996, "EMA momentum of the teacher, fixed (as SILC; DINO's start value "
+                       "0.996)", min=0),
+        global_area=Seq(Float(), (0.4, 1.0), "(low, high) area fraction of the global view, "
+                        "the teacher's (SILC: 0.4-1.0)"),
+        local_area=Seq(Float(), (0.05, 0.4), "(low, high) area fraction of the local views, the "
+                       "student's (SILC: 0.05-0.4)"),
+        local_views=Int(8, "local views per image (SigLIP 2: 8)", positive=True),
+        local_size=Int(None, "pixels of a local view (square, a multiple of the patch size); "
+                       "None: half the image size in whole patches", nullable=True,
+                       positive=True),
+    ), help="the EMA teacher of `silc` and `tips` and the views it and the student see "
+            "(objectives/teacher.py)"),
     model_init=Str(None, "checkpoint whose parameters initialise the model: a big_vision .npz, "
                    "an open_clip / OpenAI .safetensors (.pt/.bin with torch), a Hugging Face "
                    "transformers directory or `hf:ORG/NAME`, or a run's Orbax checkpoint; a "

@@ -41,6 +41,7 @@ from big_vision_lite import errors, files, interrupt, job, lock, metrics, object
 from big_vision_lite import sharding as sharding_lib
 from big_vision_lite.data import loader, sources
 from big_vision_lite.models import lora
+from big_vision_lite.objectives import teacher as teacher_lib
 from big_vision_lite.models.two_towers import TwoTowers
 
 
@@ -74,23 +75,31 @@ def trainable_mask(config, params) -> dict:
 
 def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_steps: int,
                        terms=()):
-  """Returns (tx, schedule, abstract_state, state_shardings, init_fn, mask).
+  """Returns (tx, schedule, abstract_state, state_shardings, init_fn, mask, term_params).
 
   The state is {'params', 'opt', 'step', 'nonfinite'} ('nonfinite': consecutive non-finite
-  steps so far); `init_fn(rng)` creates it directly with its shardings. The parameters are the
-  model's and those the `terms` (objectives.Term) add beside them (e.g. `dec/...`). `mask`
-  marks the parameters that train: the optimiser state covers only those (frozen parameters
-  have no moments and no weight decay) and only they get gradients.
+  steps so far), with 'teacher' (the EMA copy of the parameters the terms read from it) and
+  'buffers' ({term: its buffers}) when a term has them; `init_fn(rng)` creates it directly with
+  its shardings (the teacher like the parameters it copies). The parameters are the model's and
+  those the `terms` (objectives.Term) add beside them (e.g. `dec/...`): `term_params(rng)` gives
+  the latter ({term name: {top-level name: tree}}). `mask` marks the parameters that train: the
+  optimiser state covers only those (frozen parameters have no moments and no weight decay) and
+  only they get gradients.
   """
   example = model.example_inputs()
   outputs = jax.eval_shape(lambda rng: _outputs(*model.apply(
       model.init(rng, *example), *example)), jax.random.key(0))
   model_keys = set(jax.eval_shape(model.init, jax.random.key(0), *example)["params"])
 
+  def term_params(rng):
+    return {term.name: term.init(jax.random.fold_in(rng, 2 + i), outputs)
+            for i, term in enumerate(terms)}
+
   def init_params(rng):
     params = model.init(rng, *example)["params"]
-    for i, term in enumerate(terms):
-      added = term.init(jax.random.fold_in(rng, 2 + i), outputs)
+    fresh = term_params(rng)
+    for term in terms:
+      added = fresh[term.name]
       clash = sorted(set(added) & set(params))
       if clash:
         raise ValueError(f"objective {term.name!r} adds parameters {clash} that already exist")
@@ -109,10 +118,18 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
                                  "nothing would train")
   tx, schedule = optim.make_optimizer(config, trainable, total_steps, warmup_steps)
 
+  teacher_keys = objectives.teacher_keys(terms)
+  buffers = {t.name: t.buffers() for t in terms if t.buffers()}
+
   def init_state(rng):
     params = init_params(rng)
-    return {"params": params, "opt": tx.init(pytree.partition(params, mask)[0]),
-            "step": jnp.zeros((), jnp.int32), "nonfinite": jnp.zeros((), jnp.int32)}
+    state = {"params": params, "opt": tx.init(pytree.partition(params, mask)[0]),
+             "step": jnp.zeros((), jnp.int32), "nonfinite": jnp.zeros((), jnp.int32)}
+    if teacher_keys:
+      state["teacher"] = {k: params[k] for k in teacher_keys}
+    if buffers:
+      state["buffers"] = buffers
+    return state
 
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))
   shardings = sharding_lib.state_shardings(mesh, abstract_state, abstract_params,
@@ -120,7 +137,7 @@ def create_train_state(config, model: TwoTowers, mesh, total_steps: int, warmup_
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 abstract_state, shardings)
   init_fn = jax.jit(init_state, out_shardings=shardings)
-  return tx, schedule, abstract_state, shardings, init_fn, mask
+  return tx, schedule, abstract_state, shardings, init_fn, mask, term_params
 
 
 def _outputs(zimg, ztxt, aux) -> dict:
@@ -129,13 +146,21 @@ def _outputs(zimg, ztxt, aux) -> dict:
 
 
 def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shardings, mesh,
-                   mask, total_steps: int, accum_steps: int = 1, seed: int = 0):
+                   mask, total_steps: int, accum_steps: int = 1, seed: int = 0,
+                   term_params=None, momentum: float = 0.):
   """The jitted update step (state donated): (state, batch) -> (state, metrics).
 
   The loss is the sum of weight x loss over the `terms` that have started (a term starting at
   fraction s of training has weight 0 before step round(s x total_steps)); metrics carry each
   term's own loss as `loss_<name>` and `loss` the weighted sum. Per-example random draws of
-  the terms (Term.prepare) come from (seed, step) over the whole global batch.
+  the terms (Term.prepare) come from (seed, step) over the whole global batch. A term is not
+  computed before its start; at its start step its parameters are re-initialised
+  (`term_params(key(seed))`, as at step 0) and its buffers reset, and the EMA teacher (when
+  terms read one) is copied from the student when they start.
+
+  The teacher's outputs (Term.teach) are computed before the gradient, outside it: no gradient
+  reaches the teacher. After an applied step, teacher <- momentum * teacher + (1 - momentum) *
+  student, inside the same branch as the optimiser update (in place, no copy of the teacher).
 
   With `accum_steps` > 1 the gradient is still that of the full global batch, not an average
   of per-micro-batch losses: all micro-batches are embedded first (activations discarded) for
@@ -145,10 +170,10 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
   over examples, so their micro-batch means average to the full batch's). Activation memory is
   one micro-batch's; the cost is one extra forward of the towers.
 
-  A step whose loss or gradient norm is not finite is not applied: parameters and optimiser
-  state keep their values (the optimiser update runs under `lax.cond`, no host round trip),
-  the step counter advances, and `nonfinite` counts such steps in a row. The gradient's global
-  norm is computed once, for this test, the metrics and the clipping (optim.py).
+  A step whose loss or gradient norm is not finite is not applied: parameters, optimiser
+  state, teacher and buffers keep their values (the update runs under `lax.cond`, no host round
+  trip), the step counter advances, and `nonfinite` counts such steps in a row. The gradient's
+  global norm is computed once, for this test, the metrics and the clipping (optim.py).
 
   Gradients are taken with respect to the trainable parameters (`mask`) only: a frozen tower
   runs forward only, and frozen weights get no gradient.
@@ -158,6 +183,12 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
   starts = {t.name: round(t.start * total_steps) for t in terms}
   coupled = [t for t in terms if t.coupled]
   local = [t for t in terms if not t.coupled]
+  readers = [t for t in terms if t.teacher]
+  teacher_keys = objectives.teacher_keys(terms)
+  teacher_start = min((starts[t.name] for t in readers), default=0)
+  late = [t for t in terms if starts[t.name] > 0]
+  if late and term_params is None:
+    raise ValueError("terms that start after step 0 need term_params (their fresh parameters)")
 
   def forward(params, batch):
     return _outputs(*apply(params, batch["image"], batch["labels"] if text else None))
@@ -172,10 +203,19 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
       batch = {**batch, **term.prepare(batch, jax.random.fold_in(rng, i))}
     return batch
 
+  def skipped(term) -> bool:  # Not computed while its weight is 0 (before its start).
+    return starts[term.name] > 0 or term.weight == 0
+
+  def when(on, fn):
+    """fn() where `on`, zeros of its shape otherwise (the computation skipped)."""
+    zeros = lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn))
+    return jax.lax.cond(on, fn, zeros)
+
   def local_losses(params, batch, out, w):
     total, measured = jnp.zeros((), jnp.float32), {}
     for term in local:
-      loss, m = term.loss(params, batch, out)
+      fn = lambda term=term: term.loss(params, batch, out)
+      loss, m = when(w[term.name] > 0, fn) if skipped(term) else fn()
       measured.update(m, **{f"loss_{term.name}": loss})
       total = total + w[term.name] * loss
     return total, measured
@@ -246,25 +286,78 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
 
   grads_of = grads_full_batch if accum_steps == 1 else grads_accumulated
 
-  def compute_grads(trainable, frozen, batch, step):
-    return grads_of(trainable, frozen, prepare(batch, step), term_weights(step))
+  def restart(state):
+    """The state at the start step of the `late` terms starting now: their parameters fresh,
+    their buffers reset, the teacher copied from the student when its readers start."""
+    step, fresh = state["step"], term_params(jax.random.key(seed))
+    params, buffers = dict(state["params"]), dict(state.get("buffers", {}))
+    pick = lambda now, new, old: jax.tree.map(lambda n, o: jnp.where(now, n, o), new, old)
+    for t in late:
+      now = step == starts[t.name]
+      params.update({k: pick(now, v, params[k]) for k, v in fresh[t.name].items()})
+      if t.name in buffers:
+        buffers[t.name] = pick(now, t.buffers(), buffers[t.name])
+    out = {**state, "params": params}
+    if buffers:
+      out["buffers"] = buffers
+    if readers and teacher_start > 0:
+      out["teacher"] = pick(step == teacher_start, {k: params[k] for k in teacher_keys},
+                            state["teacher"])
+    return out
 
-  def apply_updates(trainable, opt, grads, grad_norm):
+  def teach(state, batch):
+    """The batch with the teacher's outputs of the readers that have started; their buffers
+    after this step."""
+    buffers = dict(state.get("buffers", {}))
+    for t in readers:
+      fn = lambda t=t: t.teach(state["teacher"], state["buffers"].get(t.name, {}), batch)
+      on = state["step"] >= starts[t.name]
+      entries, new = (jax.lax.cond(on, fn, lambda t=t: (jax.tree.map(
+          lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn)[0]),
+          state["buffers"].get(t.name, {}))) if skipped(t) else fn())
+      batch = {**batch, **entries}
+      if new:
+        buffers[t.name] = new
+    # `teacher_*` entries are shared between the readers (the teacher's tower outputs), not
+    # read by the losses.
+    return {k: v for k, v in batch.items() if not k.startswith("teacher_")}, buffers
+
+  def apply_updates(trainable, frozen, opt, teacher, grads, grad_norm, step):
     updates, opt = tx.update(grads, opt, trainable, grad_norm=grad_norm)
-    return optax.apply_updates(trainable, updates), opt
+    trainable = optax.apply_updates(trainable, updates)
+    if readers:  # The EMA of the student, once the teacher's readers have started.
+      student = pytree.merge(trainable, frozen)
+      teacher = jax.lax.cond(
+          step >= teacher_start,
+          lambda t: teacher_lib.ema(t, {k: student[k] for k in teacher_keys}, momentum),
+          lambda t: t, teacher)
+    return trainable, opt, teacher
 
   def update(state, batch):
+    step = state["step"]
+    if late:
+      state = jax.lax.cond(jnp.any(step == jnp.asarray([starts[t.name] for t in late])),
+                           restart, lambda s: s, state)
     trainable, frozen = pytree.partition(state["params"], mask)
-    (loss, measured), grads = compute_grads(trainable, frozen, batch, state["step"])
+    batch, buffers = teach(state, prepare(batch, step))
+    (loss, measured), grads = grads_of(trainable, frozen, batch, term_weights(step))
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    # A branch, not a select over every parameter and moment (which made XLA copy each old
-    # value first): the applied step updates the donated buffers in place.
-    trainable, opt = jax.lax.cond(finite, apply_updates, lambda p, o, g, n: (p, o),
-                                  trainable, state["opt"], grads, grad_norm)
-    measured.update(loss=loss, lr=schedule(state["step"]), grad_norm=grad_norm)
-    return {"params": pytree.merge(trainable, frozen), "opt": opt, "step": state["step"] + 1,
-            "nonfinite": jnp.where(finite, 0, state["nonfinite"] + 1)}, measured
+    # A branch, not a select over every parameter and moment (which would make XLA copy each
+    # old value first): the applied step updates the donated buffers in place.
+    teacher = state.get("teacher", {})
+    trainable, opt, teacher, buffers = jax.lax.cond(
+        finite, lambda *a: (*apply_updates(*a), buffers),
+        lambda p, f, o, t, g, n, s: (p, o, t, state.get("buffers", {})),
+        trainable, frozen, state["opt"], teacher, grads, grad_norm, step)
+    measured.update(loss=loss, lr=schedule(step), grad_norm=grad_norm)
+    new = {"params": pytree.merge(trainable, frozen), "opt": opt, "step": step + 1,
+           "nonfinite": jnp.where(finite, 0, state["nonfinite"] + 1)}
+    if "teacher" in state:
+      new["teacher"] = teacher
+    if "buffers" in state:
+      new["buffers"] = buffers
+    return new, measured
 
   return jax.jit(update, donate_argnums=0, in_shardings=(state_shardings, batch_spec),
                  out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
@@ -275,10 +368,11 @@ def build(config, mesh, total_steps: int, warmup_steps: int = 0):
   (`mask`: which parameters train)."""
   model = job.build_model(config)
   terms = objectives.make_terms(config, mesh)
-  tx, schedule, abstract_state, shardings, init_fn, mask = create_train_state(
+  tx, schedule, abstract_state, shardings, init_fn, mask, term_params = create_train_state(
       config, model, mesh, total_steps, warmup_steps, terms)
   update = make_update_fn(job.apply_fn(config, model), terms, tx, schedule, shardings, mesh,
-                          mask, total_steps, config.grad_accum_steps, config.seed)
+                          mask, total_steps, config.grad_accum_steps, config.seed,
+                          term_params, config.teacher.momentum)
   return model, abstract_state, init_fn, update, mask
 
 
@@ -470,6 +564,9 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
       stop.phase = "loading config.model_init"
       state = {**state, "params": job.load_model_init(
           config, state["params"], mesh, sharding_lib.shardings_of(state["params"]))}
+      if "teacher" in state:  # The teacher starts as the loaded student.
+        state["teacher"] = jax.jit(lambda p: {k: jnp.copy(p[k]) for k in state["teacher"]})(
+            state["params"])
   stop.phase = "writing config.json and opening the metrics"
   with stop.critical():
     job.record_changes(workdir, step, changes)

@@ -1,7 +1,7 @@
-"""SigLIP 2 ViT-B/16 at 256 px for a cluster, as far as this codebase trains it so far: the
-sigmoid loss and LocCa at equal weight, on image-text tar shards whose samples may carry
-`regions` (see docs/siglip2.md for the shard format and what is still missing: SILC/TIPS
-self-distillation, NaFlex, ACID).
+"""SigLIP 2 ViT-B/16 at 256 px for a cluster: the sigmoid loss and LocCa at equal weight, then
+SILC and TIPS against an EMA teacher for the last 20% (docs/siglip2_distillation.md), on
+image-text tar shards whose samples may carry `regions` (see docs/siglip2.md for the shard
+format and what is still missing: NaFlex, ACID).
 
   python -m big_vision_lite.train --workdir DIR --config \\
     'configs/siglip2_b16.py:shards=/data/shards-{00000..09999}.tar,tokenizer=/data/gemma.model'
@@ -45,7 +45,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.objectives = dict(
       contrastive=dict(weight=1.0),
       locca=dict(weight=1.0, loc_bins=100, parallel=0.5, loss_chunk=1024),  # depth: 12 // 2
+      # The last 20%: weights 1.0 and 0.25 times B's size factor 0.25; DINO's head and loss
+      # settings (the defaults, objectives/teacher.py).
+      silc=dict(weight=1.0 * 0.25, start=0.8),
+      tips=dict(weight=0.25 * 0.25, start=0.8, mask_ratio=0.5),
   )
+  # 8 local views of 0.05-0.4 of the area at 112 px (7x7 patches), one global view of 0.4-1.0
+  # at 256 px; a fixed EMA momentum.
+  c.teacher = dict(momentum=0.996, global_area=(0.4, 1.0), local_area=(0.05, 0.4),
+                   local_views=8, local_size=112)
   c.input = dict(
       data=dict(name="tar", pattern=args["shards"]),
       # Geometric ops move the region boxes; `region` then picks one region per example (none:

@@ -67,15 +67,26 @@ class TwoTowers(nn.Module):
   dtype_mm: str = "float32"
   classes: int | None = None
 
-  def _towers(self) -> tuple[ViT | ResNet, TextTransformer]:
+  def _tower_args(self) -> tuple[type, dict[str, Any], dict[str, Any]]:
     if self.dtype_mm not in DTYPES:
       raise ValueError(f"unknown dtype_mm {self.dtype_mm!r}; known: {sorted(DTYPES)}")
     dims = self.out_dim if isinstance(self.out_dim, (tuple, list)) else (self.out_dim,) * 2
     dtype = DTYPES[self.dtype_mm]
-    tower = IMAGE_TOWERS[image_tower_type(self.image)]
     image = {k: v for k, v in self.image.items() if k != "type"}
-    return (tower(**{"num_classes": dims[0], "dtype_mm": dtype, **image}, name="img"),
-            TextTransformer(**{"num_classes": dims[1], "dtype_mm": dtype, **self.text}, name="txt"))
+    return (IMAGE_TOWERS[image_tower_type(self.image)],
+            {"num_classes": dims[0], "dtype_mm": dtype, **image},
+            {"num_classes": dims[1], "dtype_mm": dtype, **self.text})
+
+  def _towers(self) -> tuple[ViT | ResNet, TextTransformer]:
+    tower, image, text = self._tower_args()
+    return tower(**image, name="img"), TextTransformer(**text, name="txt")
+
+  @nn.nowrap
+  def image_tower(self) -> ViT | ResNet:
+    """The image tower as a module of its own, applied to `params['img']` (a tower's forward
+    outside the two-tower model: the views of the self-distillation terms)."""
+    tower, image, _ = self._tower_args()
+    return tower(**image, parent=None)
 
   def example_inputs(self, batch: int = 1, seq_len: int = 16) -> tuple[Any, np.ndarray | None]:
     """Zero images [batch, S, S, 3] and tokens [batch, L] at the towers' image_size and max_len

@@ -147,6 +147,16 @@ def check_naflex_input(image: Any) -> None:
                        f"{image['patches'].shape} need [{b}, {n}]")
 
 
+def _resized(pos: jax.Array, grid: tuple[int, int], size: tuple[int, int]) -> jax.Array:
+  """A position embedding [1, gh * gw, D] of patch grid `grid` resized to grid `size`
+  (antialiased bilinear, as NaFlex resizes its grid); unchanged when the grids are equal."""
+  if tuple(grid) == tuple(size) or pos.shape[1] != grid[0] * grid[1]:
+    return pos
+  d = pos.shape[-1]
+  out = jax.image.resize(pos.reshape(1, *grid, d), (1, *size, d), "bilinear", antialias=True)
+  return out.reshape(1, size[0] * size[1], d)
+
+
 def _pos_embedding(module: nn.Module, kind: str, seqshape: tuple[int, int], width: int):
   if kind == "learn":
     return module.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(width)),
@@ -213,16 +223,26 @@ class ViT(nn.Module):
     return x, mask
 
   @nn.compact
-  def __call__(self, image: jax.Array | dict[str, jax.Array]
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, image: jax.Array | dict[str, jax.Array],
+               patch_mask: jax.Array | None = None, mask_token: jax.Array | None = None,
+               any_size: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`patch_mask` bool [B, N]: those embedded patches are replaced by `mask_token` [D] (before
+    the position embedding is added; masked prediction). `any_size`: images of another size
+    than `image_size` are taken, the learned position embedding resized to their patch grid
+    (antialiased bilinear; the views of self-distillation). A NaFlex ViT takes the NaFlex input
+    dict and neither option."""
     hp = self.hparams()
     if self.naflex:
+      if patch_mask is not None or any_size:
+        raise ValueError("the NaFlex ViT takes no patch_mask or any_size (self-distillation "
+                         "and masked prediction need a square-image ViT)")
       x, mask = self._embed_naflex(image, hp["width"], hp["patch_size"])
       return self._encode(x, hp, mask)
     if isinstance(image, dict):
       raise ValueError(f"this ViT takes images [B, H, W, 3], got a dict with keys {sorted(image)}"
                        "; set model.image.naflex=True for NaFlex patches")
-    if self.image_size is not None and image.shape[1:3] != (self.image_size,) * 2:
+    if (self.image_size is not None and image.shape[1:3] != (self.image_size,) * 2
+        and not any_size):
       raise ValueError(f"ViT built for {self.image_size}x{self.image_size} images got "
                        f"{image.shape[1]}x{image.shape[2]}; resize the input or set image_size")
     if self.posemb_cls and (self.pool_type != "tok" or self.posemb != "learn"):
@@ -234,10 +254,18 @@ class ViT(nn.Module):
                 name="embedding")(image.astype(jnp.float32))
     n, h, w, c = x.shape
     x = jnp.reshape(x, [n, h * w, c]).astype(jnp.float32)  # [B, N, D]
+    if patch_mask is not None:
+      x = jnp.where(patch_mask[..., None], jnp.asarray(mask_token, x.dtype), x)
     # big_vision adds positions to the patches only, then prepends the class token; OpenAI's
     # CLIP prepends the class token first and learns a position for it too.
+    grid = (h, w)
+    if self.image_size is not None:  # The learned grid is that of image_size.
+      grid = (self.image_size // hp["patch_size"][0], self.image_size // hp["patch_size"][1])
+    if grid != (h, w) and self.posemb_cls:
+      raise ValueError("posemb_cls=True cannot take images of another size than image_size")
     if not self.posemb_cls:
-      x = x + _pos_embedding(self, self.posemb, (h, w), c)
+      x = x + _resized(_pos_embedding(self, self.posemb, grid if self.posemb == "learn"
+                                      else (h, w), c), grid, (h, w))
     if self.pool_type == "tok":
       cls = self.param("cls", nn.initializers.zeros, (1, 1, c), x.dtype)
       x = jnp.concatenate([jnp.tile(cls, [n, 1, 1]), x], axis=1)

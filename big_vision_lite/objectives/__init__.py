@@ -18,6 +18,22 @@ A term (a `Term` subclass in its own module) declares
   step from the step number, so resuming, accumulating or sharding does not change them);
 - `loss(params, batch, outputs) -> (loss, metrics)`.
 
+A term that reads the EMA teacher (objectives/teacher.py) also declares
+- `teacher`: the top-level parameter names it reads from the teacher (e.g. ('img', 'silc')):
+  the teacher holds a copy of the union of them over the terms;
+- `buffers()`: arrays it keeps beside the teacher, never trained (the centre of the teacher's
+  outputs), in `state['buffers'][name]`;
+- `teach(teacher, buffers, batch) -> (entries, buffers)`: the teacher's per-example outputs
+  (added to the batch, so accumulation slices them like the batch) and the buffers after this
+  step. The update step computes them outside the differentiated loss: no gradient reaches the
+  teacher. Entries named `teacher_*` pass from one reader's `teach` to the next (the teacher
+  tower's outputs on the global view, computed once a step) and not to the losses.
+
+A term that starts after step 0 is not computed before (its loss is logged as 0); when it
+starts, its own parameters are initialised afresh (as at step 0, from config.seed; their
+optimiser moments are still zero since they had no gradient) and its buffers reset; the teacher
+is copied from the student when the terms that read it start.
+
 A `coupled` term couples the examples of a batch (the contrastive loss): it splits into
 `features` (per-example arrays and batch-wide scalars) and `loss_of_features`, so that gradient
 accumulation can take its loss over the whole batch. Every other term must be a mean over
@@ -60,6 +76,7 @@ class Term:
   coupled: bool = False
   OPTIONS: dict[str, schema.Spec] = {}  # The term's own options, beside weight and start.
   plain = True  # XLA's FLOP count of a step with this term is the model's (no loop inside).
+  teacher: tuple[str, ...] = ()  # Parameters (top-level names) read from the EMA teacher.
 
   def __init__(self, config, settings, mesh=None):
     del mesh
@@ -85,6 +102,15 @@ class Term:
     """Extra batch entries drawn once per step over the global batch (default: none)."""
     del batch, rng
     return {}
+
+  def buffers(self) -> dict:
+    """(terms reading the teacher) arrays kept beside the teacher, never trained."""
+    return {}
+
+  def teach(self, teacher: dict, buffers: dict, batch: dict) -> tuple[dict, dict]:
+    """(terms reading the teacher) (the teacher's per-example outputs, as batch entries; the
+    buffers after this step)."""
+    raise NotImplementedError
 
   def loss(self, params, batch: dict, outputs: dict) -> tuple[jax.Array, dict]:
     """(scalar loss, {metric: scalar}) for the batch; `outputs` are the model's outputs."""
@@ -120,9 +146,10 @@ class Term:
 
 def _terms():
   # Imported here: the term modules import models and losses, which the schema must not need.
-  from big_vision_lite.objectives import classify, contrastive, locca, vlm  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.objectives import (  # pylint: disable=import-outside-toplevel
+      classify, contrastive, locca, silc, tips, vlm)
   return {"contrastive": contrastive.Contrastive, "classify": classify.Classify,
-          "locca": locca.LocCa, "vlm": vlm.VLM}
+          "locca": locca.LocCa, "silc": silc.Silc, "tips": tips.Tips, "vlm": vlm.VLM}
 
 
 def objectives() -> dict[str, type[Term]]:
@@ -156,7 +183,14 @@ def make_terms(config, mesh=None) -> list[Term]:
     if name not in known:
       raise ConfigError(f"unknown objective {name!r} in config.objectives; known: {sorted(known)}")
     terms.append(known[name](config, config.objectives[name], mesh))
+  from big_vision_lite.objectives import teacher  # pylint: disable=import-outside-toplevel
+  teacher.check(config, terms)
   return terms
+
+
+def teacher_keys(terms: list[Term]) -> list[str]:
+  """The parameters (top-level names) the EMA teacher copies: those its readers read."""
+  return sorted({k for t in terms for k in t.teacher})
 
 
 def model_options(config) -> dict[str, Any]:
