@@ -580,8 +580,8 @@ SOURCE = Variant("name", {
         split=Str("train", "shapes split (grain pipelines)",
                   choices=defined_in("data.shapes", "SPLITS")),
         size=Int(1 << 20, "examples in the finite source (grain pipelines)", positive=True),
-        task=Str(None, "one-object images labelled with this attribute, for task='classify' "
-                 "(`shapes_size`, `shapes_position`, `shapes_shape`, `shapes_color`, "
+        task=Str(None, "one-object images labelled with this attribute, for the classify "
+                 "objective (`shapes_size`, `shapes_position`, `shapes_shape`, `shapes_color`, "
                  "`shapes_combo_heldout`)", nullable=True,
                  choices=defined_in("data.shapes", "TASKS")),
         conversation=Str(None, "give each image a conversation (vlm_text, vlm_mask) for "
@@ -604,7 +604,7 @@ SOURCE = Variant("name", {
     image_key=Str("image", "'/'-path of the image feature"),
     caption_key=Str("captions/text", "'/'-path of the caption feature (None for a "
                     "classification dataset)", nullable=True),
-    label_key=Str("label", "'/'-path of the class label feature (task='classify')")))
+    label_key=Str("label", "'/'-path of the class label feature (the classify objective)")))
 
 INPUT = Section(dict(
     data=OneOrList(SOURCE, {"name": "shapes"},
