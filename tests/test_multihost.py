@@ -127,5 +127,6 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tm
   step = steps.pop()
   assert ckpt_lib.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [step]
   resumed = _two_processes(tmp_path, args=("--config", CONFIG, *ARGS, "--config.evals={}",
-                                           f"--config.total_steps={step + 2}"))
+                                           f"--config.total_steps={step + 2}",
+                                           "--accept_config_changes"))
   assert f"resumed from {tmp_path}/checkpoints/{step}" in resumed[0]

@@ -462,7 +462,9 @@ def test_a_killed_runners_attempt_is_recorded_by_the_next_one(tmp_path):
     time.sleep(0.01)  # Until it has started.
   sweep_lib.begin_attempt(str(run_dir), trainer.pid, time.time() - 5)
   status = sweep_lib.recover_attempt(str(run_dir), STEPS, poll_sec=0.05)
-  assert trainer.poll() is not None  # It waited for the trainer to end.
+  # It waited for the trainer to end: the attempt's exit comes from the line the trainer wrote
+  # just before exiting (its process may still be being torn down here).
+  assert trainer.wait(timeout=60) == 0
   (row,) = sweep_lib.attempts(str(run_dir))
   assert row["exit_code"] == 75 and row["seconds"] >= 5 and "reason" not in row
   assert status.state == "unfinished" and not (run_dir / sweep_lib.RUNNING).exists()

@@ -222,8 +222,9 @@ class ShapesInput(TrainInput):
 
 
 def _check_state(state: dict[str, Any], key: str, what: str) -> None:
-  """A saved data position must come from the same kind of input."""
-  if not isinstance(state, dict) or key not in state:
+  """A saved data position must come from the same kind of input: a grain pipeline's holds
+  'grain' (and a 'step' of its own), the shapes stream's a 'step' alone."""
+  if not isinstance(state, dict) or key not in state or (key != "grain" and "grain" in state):
     raise sources.DataError(
         f"the checkpoint's data position {str(state)[:80]} was saved by another kind of input "
         f"than config.input now gives ({what}): a run's input cannot change mid-run; resume "
