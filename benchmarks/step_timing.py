@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import optax
 
-from big_vision_lite import job, losses, pytree, train
+from big_vision_lite import job, losses, objectives, pytree, train
 from big_vision_lite import sharding as sharding_lib
 
 
@@ -65,8 +65,8 @@ def plain_update(cfg, mesh, total_steps: int, warmup_steps: int = 0):
   the same optimiser (clipping included), as a minimal harness writes it: no non-finite guard,
   no gradient-norm metric, no metrics. The trainer's step (train.build) is timed against it."""
   model = job.build_model(cfg)
-  tx, _, abstract_state, shardings, init_fn, mask = train.create_train_state(
-      cfg, model, mesh, total_steps, warmup_steps)
+  tx, _, abstract_state, shardings, init_fn, mask, _ = train.create_train_state(
+      cfg, model, mesh, total_steps, warmup_steps, objectives.make_terms(cfg, mesh))
   apply = job.apply_fn(cfg, model)
   contrastive = losses.make_loss(cfg.loss, mesh)
 
