@@ -512,8 +512,6 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
            accept_changes: bool) -> dict[str, Any]:
   for warning in warnings:
     job.print0(f"warning: {warning}")
-  job.print0(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
-             f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
   newest = ckpt.latest_step()
   stop.where = (f" (the newest checkpoint is {ckpt.directory}/{newest})" if newest is not None
@@ -521,8 +519,10 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   # A resume with a changed config is refused before anything is built or written.
   changes = job.resume_changes(workdir, config, accept_changes, newest, total_steps)
 
-  # --- Input.
+  # --- Input. (The phase is set before the devices line, so a signal after that line finds it.)
   stop.phase = "setting up the input"
+  job.print0(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} over "
+             f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
   job.check_vocab(config)
   train_iter = loader.make_input(config.input, config.batch_size,
                                  image_size=config.model.image.image_size,
