@@ -99,13 +99,18 @@ def load_model_init(config: ml_collections.ConfigDict, fresh, mesh=None, shardin
   model_keys = {n.split("/")[0] for n in weights.target_shapes(config.model.to_dict())}
   base = {k: v for k, v in fresh_host.items() if k in model_keys}
   added = [k for k in fresh_host if k not in model_keys and k != lora.KEY]
+  # Other terms' parameters in the checkpoint (a SigLIP 2 run's decoder and heads read as a
+  # VLM's encoder) are its training terms', not the towers': left out.
+  others = sorted(objectives.param_names() - set(added) - model_keys)
   loaded = weights.load_params(config.model_init, config.model.to_dict(), init_params=base,
                                dont_load=config.model_load.dont_load,
-                               tokenizer=tokenizer_spec(config), beside=added)
+                               tokenizer=tokenizer_spec(config), beside=[*added, *others])
   rules = [(r, True) for r in config.model_load.dont_load]
   kept = sum(pytree.match_rules(rules, n, False) for n, _ in pytree.named_leaves(base))
-  if added:
+  left_out = []
+  if added:  # (A second read of the checkpoint, only when the config adds parameters.)
     flat, _ = weights.read(config.model_init)
+    left_out = [k for k in others if any(n.split("/")[0] == k for n in flat)]
     for key in added:
       names = [(f"{key}/{n}" if n else key, x) for n, x in pytree.named_leaves(fresh_host[key])]
       if all(n in flat and np.shape(flat[n]) == np.shape(x)
@@ -119,7 +124,9 @@ def load_model_init(config: ml_collections.ConfigDict, fresh, mesh=None, shardin
   if lora.KEY in fresh_host:
     loaded[lora.KEY] = fresh_host[lora.KEY]
   print0(f"initialised from {config.model_init}"
-         + (f" ({kept} parameter(s) kept fresh: model_load.dont_load)" if kept else ""))
+         + (f" ({kept} parameter(s) kept fresh: model_load.dont_load)" if kept else "")
+         + (f"; left out the parameters of terms this config does not train: {left_out}"
+            if left_out else ""))
   return jax.device_put(loaded, shardings) if shardings is not None else loaded
 
 

@@ -80,6 +80,9 @@ def test_every_term_on_8_devices_equals_1_device_and_resumes_exactly_across_the_
   init = _state(init_fn(jax.random.key(0)))
   keys = objectives.teacher_keys(objectives.make_terms(cfg))
   assert keys == ["img", "silc", "tips"]
+  # Each term declares the top-level names its parameters take (what model_init leaves out).
+  terms = objectives.make_terms(cfg)
+  assert set(init["params"]) - {"img", "txt", "t", "b"} == {k for t in terms for k in t.params}
   jax.tree.map(np.testing.assert_array_equal, before["teacher"], init["teacher"])
   restored, data_state, step = ckpt.restore(abstract_state)
   assert step == 1

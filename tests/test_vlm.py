@@ -257,3 +257,27 @@ def test_a_stage_loads_the_previous_stages_projection_and_lm(tmp_path):
   assert set(loaded) == set(saved)
   for name, value in saved.items():  # The towers, the projection and the LM alike.
     np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+
+def test_a_siglip2_run_is_an_encoder_its_terms_parameters_left_out(tmp_path, capsys):
+  # A SigLIP 2 recipe checkpoint also holds its decoder and SILC/TIPS heads: the VLM takes the
+  # towers from it and leaves those out, saying so.
+  cfg = _cfg("0")
+  mesh = sharding.make_mesh(cfg.mesh)
+  abstract = train.build(cfg, mesh, 10)[1]["params"]
+  rng = np.random.default_rng(0)
+  towers = {n: rng.normal(size=x.shape).astype(np.float32)
+            for n, x in pytree.named_leaves(abstract) if n.split("/")[0] not in ("proj", "lm")}
+  others = {"dec/Embed_0/embedding": np.ones((4, 3), np.float32),
+            "silc/Dense_0/kernel": np.ones((2, 2), np.float32),
+            "tips/mask_token": np.ones((3,), np.float32)}
+  np.savez(tmp_path / "siglip2.npz", **towers, **others)
+  cfg.model_init = str(tmp_path / "siglip2.npz")
+  fresh = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
+  loaded = dict(pytree.named_leaves(job.load_model_init(cfg, fresh)))
+  assert set(loaded) == {n for n, _ in pytree.named_leaves(abstract)}
+  for name, value in towers.items():
+    np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+  assert not any(np.any(loaded[n]) for n in loaded if n.split("/")[0] in ("proj", "lm"))
+  assert "left out the parameters of terms this config does not train: ['dec', " \
+         "'silc', 'tips']" in capsys.readouterr().out

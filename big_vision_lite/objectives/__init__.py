@@ -77,6 +77,7 @@ class Term:
   OPTIONS: dict[str, schema.Spec] = {}  # The term's own options, beside weight and start.
   plain = True  # XLA's FLOP count of a step with this term is the model's (no loop inside).
   teacher: tuple[str, ...] = ()  # Parameters (top-level names) read from the EMA teacher.
+  params: tuple[str, ...] = ()  # The top-level names of the parameters `init` adds.
 
   def __init__(self, config, settings, mesh=None):
     del mesh
@@ -186,6 +187,12 @@ def make_terms(config, mesh=None) -> list[Term]:
   from big_vision_lite.objectives import teacher  # pylint: disable=import-outside-toplevel
   teacher.check(config, terms)
   return terms
+
+
+def param_names() -> set[str]:
+  """The top-level parameter names that any known term adds (`Term.params`): a checkpoint's
+  entries under them belong to its training terms, not to the towers."""
+  return {k for cls in objectives().values() for k in cls.params}
 
 
 def teacher_keys(terms: list[Term]) -> list[str]:

@@ -118,6 +118,7 @@ class LocCa(Term):
   """The LocCa decoder's captioning, referring and grounded captioning losses (see module)."""
 
   name = "locca"
+  params = ("dec",)
   OPTIONS = dict(
       depth=schema.Int(None, "decoder blocks; None: half the text tower's depth (at least 1)",
                        nullable=True, positive=True),

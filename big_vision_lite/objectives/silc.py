@@ -18,6 +18,7 @@ class Silc(Term):
 
   name = "silc"
   teacher = ("img", "silc")
+  params = ("silc",)
   OPTIONS = dict(teacher_lib.HEAD_OPTIONS)
 
   def __init__(self, config, settings, mesh=None):

@@ -20,6 +20,7 @@ class Tips(Term):
 
   name = "tips"
   teacher = ("img", "tips")
+  params = ("tips",)
   OPTIONS = dict(
       mask_ratio=schema.Float(0.5, "fraction of the student's patches replaced by the mask "
                               "token (SigLIP 2: 0.5), in (0, 1)", min=0),

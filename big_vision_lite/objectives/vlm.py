@@ -49,6 +49,7 @@ class VLM(Term):
   """Next-token cross-entropy of a language model reading projected image tokens (see module)."""
 
   name = "vlm"
+  params = ("proj", "lm")
   OPTIONS = dict(
       width=schema.Int(None, "LM width; None: the text tower's", nullable=True, positive=True),
       depth=schema.Int(2, "LM blocks", positive=True),
