@@ -42,10 +42,11 @@ def test_greedy_matches_a_naive_loop_per_example():
   v, t, steps, eos = 7, 10, 4, 1
   table, by_pos = rng.normal(size=(v, v)), rng.normal(size=(t, v))
   # A causal "model": position j's logits depend on token j and j alone.
-  logits_fn = lambda tokens: jnp.asarray(table)[tokens] + jnp.asarray(by_pos)[None]
+  logits = lambda tokens: jnp.asarray(table)[tokens] + jnp.asarray(by_pos)[None]
+  next_logits = lambda tokens, at: generate.at(logits(tokens), at)
   tokens = rng.integers(2, v, (5, t)).astype(np.int32)
   lengths = np.array([1, 2, 3, 5, 6], np.int32)
-  got = np.asarray(generate.greedy(logits_fn, jnp.asarray(tokens), jnp.asarray(lengths), steps,
+  got = np.asarray(generate.greedy(next_logits, jnp.asarray(tokens), jnp.asarray(lengths), steps,
                                    eos))
   for b in range(5):
     seq, want = list(tokens[b, :lengths[b]]), []

@@ -153,6 +153,16 @@ def _terms():
           "locca": locca.LocCa, "silc": silc.Silc, "tips": tips.Tips, "vlm": vlm.VLM}
 
 
+def image_tokens(outputs: dict, term: str) -> jax.Array:
+  """The image tower's un-pooled tokens [B, N, D] from the model's outputs, for the decoders
+  that read them (`term` names the reader in the error)."""
+  img = outputs.get("img") or {}
+  if "encoded" not in img:
+    raise ConfigError(f"objectives.{term} reads the image tower's un-pooled tokens: use a ViT "
+                      "image tower (model.image.type='vit')")
+  return img["encoded"]
+
+
 def objectives() -> dict[str, type[Term]]:
   """{name: Term class}: the terms `config.objectives` may name."""
   return _terms()

@@ -30,9 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from big_vision_lite import schema
+from big_vision_lite.data import tokenizer as tok_lib
 from big_vision_lite.models import decoder as decoder_lib
+from big_vision_lite.models import generate
 from big_vision_lite.models.text import TextTransformer
-from big_vision_lite.objectives import BatchKey, Term
+from big_vision_lite.objectives import BatchKey, Term, image_tokens
 from big_vision_lite.schema import ConfigError
 
 TASKS = ("caption", "referring", "grounded")
@@ -103,15 +105,6 @@ def attention_mask(tokens: jax.Array, causal: jax.Array) -> jax.Array:
   keys = (tokens != 0)[:, None, None, :] | jnp.eye(t, dtype=bool)[None, None]
   order = jnp.tril(jnp.ones((t, t), bool))[None, None]
   return keys & (order | ~causal[:, None, None, None])
-
-
-def image_tokens(outputs: dict) -> jax.Array:
-  """The image tower's un-pooled tokens [B, N, D] from the model's outputs."""
-  img = outputs.get("img") or {}
-  if "encoded" not in img:
-    raise ConfigError("objectives.locca reads the image tower's un-pooled tokens: use a ViT "
-                      "image tower (model.image.type='vit')")
-  return img["encoded"]
 
 
 class LocCa(Term):
@@ -185,7 +178,7 @@ class LocCa(Term):
     return {"loss_chunk": None}
 
   def init(self, rng, outputs):
-    img = image_tokens(outputs)
+    img = image_tokens(outputs, self.name)
     tokens = jnp.zeros((1, self.max_len + 4), jnp.int32)
     mask = attention_mask(tokens, jnp.ones((1,), bool))
     return {"dec": self.decoder.init(rng, tokens, jnp.zeros((1, *img.shape[1:]), img.dtype),
@@ -196,7 +189,7 @@ class LocCa(Term):
     return {"locca_parallel": jax.random.bernoulli(rng, self.settings["parallel"], (b,))}
 
   def loss(self, params, batch, outputs):
-    img = image_tokens(outputs)
+    img = image_tokens(outputs, self.name)
     seqs = sequences(self.vocab, batch, self.regions)
     # The tasks' passes as one decoder call over [tasks x B] sequences padded to one length.
     t = max(tokens.shape[1] for tokens, *_ in seqs.values())
@@ -233,34 +226,33 @@ class LocCa(Term):
 
   def greedy(self, params, img: jax.Array, prefix: jax.Array, steps: int, lo: int,
              hi: int) -> jax.Array:
-    """Greedy decoding: the `steps` tokens int32 [b, steps] that follow `prefix` [b, P], each
-    the most likely id in [lo, hi) given the image tokens `img` [b, N, D] and the tokens
-    before it (causal attention, as the tasks were trained; the decoder is re-run per token)."""
+    """Greedy decoding (models/generate.py): the `steps` tokens int32 [b, steps] that follow
+    `prefix` [b, P], each the most likely id in [lo, hi) given the image tokens `img` [b, N, D]
+    and the tokens before it (causal attention, as the tasks were trained); 0 after an EOS."""
     b, p = prefix.shape
     tokens = jnp.concatenate([prefix.astype(jnp.int32), jnp.zeros((b, steps), jnp.int32)], 1)
     causal = jnp.ones((b,), bool)
     ids = jnp.arange(self.vocab.size)
     allowed = (ids >= lo) & (ids < hi)
 
-    def step(i, tokens):
+    def next_logits(tokens, at):
       h = self.decoder.apply({"params": params["dec"]}, tokens, img,
                              attention_mask(tokens, causal))
-      last = jax.lax.dynamic_index_in_dim(h, p + i - 1, axis=1, keepdims=False)  # [b, D]
-      z = decoder_lib.logits(params["dec"]["head"], last)
-      nxt = jnp.argmax(jnp.where(allowed, z, -jnp.inf), -1).astype(jnp.int32)
-      return jax.lax.dynamic_update_index_in_dim(tokens, nxt, p + i, axis=1)
+      z = decoder_lib.logits(params["dec"]["head"], generate.at(h, at))
+      return jnp.where(allowed, z, -jnp.inf)
 
-    return jax.lax.fori_loop(0, steps, step, tokens)[:, p:]
+    return generate.greedy(next_logits, tokens, jnp.full((b,), p, jnp.int32), steps,
+                           tok_lib.EOS_ID)
 
   def caption(self, params, outputs: dict) -> jax.Array:
     """Greedy captions: token ids int32 [b, max_len] (text ids only; cut at EOS to read)."""
-    img = image_tokens(outputs)
+    img = image_tokens(outputs, self.name)
     prefix = jnp.full((img.shape[0], 1), self.vocab.task["caption"], jnp.int32)
     return self.greedy(params, img, prefix, self.max_len, 1, self.vocab.text)
 
   def refer(self, params, outputs: dict, region_labels: jax.Array) -> jax.Array:
     """Boxes' location tokens int32 [b, 4] for region captions' tokens [b, max_len]."""
-    img = image_tokens(outputs)
+    img = image_tokens(outputs, self.name)
     prefix = jnp.concatenate([jnp.full((img.shape[0], 1), self.vocab.task["referring"],
                                        jnp.int32), region_labels], 1)
     return self.greedy(params, img, prefix, 4, self.vocab.loc0, self.vocab.size)

@@ -30,20 +30,8 @@ from big_vision_lite.models import decoder as decoder_lib
 from big_vision_lite.models import generate
 from big_vision_lite.models import lm as lm_lib
 from big_vision_lite.models.text import TextTransformer
-from big_vision_lite.objectives import BatchKey, Term
+from big_vision_lite.objectives import BatchKey, Term, image_tokens
 from big_vision_lite.schema import ConfigError
-
-PARAMS = ("proj", "lm")  # The top-level parameter names this term adds.
-
-
-def image_tokens(outputs: dict) -> jax.Array:
-  """The image tower's un-pooled tokens [B, N, D] from the model's outputs."""
-  img = outputs.get("img") or {}
-  if "encoded" not in img:
-    raise ConfigError("objectives.vlm reads the image tower's un-pooled tokens: use a ViT "
-                      "image tower (model.image.type='vit')")
-  return img["encoded"]
-
 
 class VLM(Term):
   """Next-token cross-entropy of a language model reading projected image tokens (see module)."""
@@ -120,7 +108,7 @@ class VLM(Term):
     return {"loss_chunk": None}
 
   def init(self, rng, outputs):
-    img = image_tokens(outputs)
+    img = image_tokens(outputs, self.name)
     lm = self.lm(img.shape[1])
     proj = self.projection.init(jax.random.fold_in(rng, 0),
                                 jnp.zeros((1, *img.shape[1:]), img.dtype))["params"]
@@ -138,7 +126,7 @@ class VLM(Term):
     return lm.apply({"params": params["lm"]}, tokens, prefix)[:, img.shape[1]:]
 
   def loss(self, params, batch, outputs):
-    img = image_tokens(outputs)
+    img = image_tokens(outputs, self.name)
     text, mask = batch["vlm_text"], batch["vlm_mask"]
     bos = jnp.full((text.shape[0], 1), self.vocab, jnp.int32)
     h = self.hidden(params, img, jnp.concatenate([bos, text[:, :-1]], 1))  # j predicts text[j]
@@ -153,8 +141,9 @@ class VLM(Term):
     the images of `img` [B, N, Di]."""
     bos = jnp.full((prompts.shape[0], 1), self.vocab, jnp.int32)
     tokens = jnp.concatenate([bos, prompts[:, :-1]], 1)
-    logits_fn = lambda t: decoder_lib.logits(params["lm"]["head"], self.hidden(params, img, t))
-    return generate.greedy(logits_fn, tokens, lengths + 1, steps, tok_lib.EOS_ID)
+    next_logits = lambda t, at: decoder_lib.logits(
+        params["lm"]["head"], generate.at(self.hidden(params, img, t), at))
+    return generate.greedy(next_logits, tokens, lengths + 1, steps, tok_lib.EOS_ID)
 
   def init_from(self, config, loaded: dict, fresh: dict, mesh=None) -> dict:
     """Fails (ConfigError) when `config.model_init` holds this term's parameters at other
@@ -162,7 +151,7 @@ class VLM(Term):
     size (job.load_model_init would otherwise start them afresh without a word)."""
     flat, _ = weights.read(config.model_init)
     fresh_only = [(r, True) for r in config.model_load.dont_load]
-    names = {f"{key}/{n}": x for key in PARAMS if key in fresh
+    names = {f"{key}/{n}": x for key in self.params if key in fresh
              for n, x in pytree.named_leaves(fresh[key])
              if not pytree.match_rules(fresh_only, f"{key}/{n}", False)}
     wrong = [f"  {n}: checkpoint {np.shape(flat[n])} vs model {np.shape(x)}"
