@@ -242,6 +242,8 @@ def test_report_tabulates_final_vqa_per_encoder_with_seed_spread(tmp_path):
   out = vlm_report.table([str(tmp_path / "siglip"), str(tmp_path / "clip")], 2).splitlines()
   assert len(out) == 3 and out[2].startswith("| siglip | 2 | 0.600 ± 0.141 |")
   assert out[2].endswith("| 0.600 ± 0.141 | 0.400 ± 0.141 |")
+  png = vlm_report.plot([str(tmp_path / "siglip"), str(tmp_path / "clip")], str(tmp_path / "p.png"))
+  assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_stage_loads_the_previous_stages_projection_and_lm(tmp_path):
