@@ -228,8 +228,9 @@ def plot_metrics(c: Collected, rows: list[dict[str, Any]], path: str) -> str | N
     for line, pts in lines.items():
       pts.sort()
       xs, means, stds = map(np.asarray, zip(*pts))
+      # Points of a categorical axis are not joined: no order lies between them.
       ax.errorbar(xs, means, yerr=stds, marker="o", ms=4, capsize=3,
-                  label=", ".join(line) or None)
+                  linestyle="-" if numeric else "none", label=", ".join(line) or None)
     if numeric:
       positive = [v for v in position.values() if v > 0]
       if len(positive) == len(position) and max(positive) / min(positive) >= 8:
