@@ -22,6 +22,7 @@ if __name__ == "__main__":
   from big_vision_lite import interrupt as _interrupt
   _STOP = _interrupt.StopRequest().__enter__()
 
+import bisect
 import contextlib
 import functools
 import os
@@ -148,13 +149,15 @@ def _outputs(zimg, ztxt, aux) -> dict:
 def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shardings, mesh,
                    mask, total_steps: int, accum_steps: int = 1, seed: int = 0,
                    term_params=None, momentum: float = 0.):
-  """The jitted update step (state donated): (state, batch) -> (state, metrics).
+  """The update step (state donated): (state, batch) -> (state, metrics), a `PhasedUpdate`.
 
   The loss is the sum of weight x loss over the `terms` that have started (a term starting at
   fraction s of training has weight 0 before step round(s x total_steps)); metrics carry each
-  term's own loss as `loss_<name>` and `loss` the weighted sum. Per-example random draws of
-  the terms (Term.prepare) come from (seed, step) over the whole global batch. A term is not
-  computed before its start; at its start step its parameters are re-initialised
+  term's own loss as `loss_<name>` and `loss` the weighted sum (0 for a term not started, or of
+  weight 0). Per-example random draws of the terms (Term.prepare) come from (seed, step) over
+  the whole global batch. A term is not computed before its start: the step is compiled once
+  per phase of training (the steps between two terms' starts), each with the terms started by
+  then and no others. At a term's start step its parameters are re-initialised
   (`term_params(key(seed))`, as at step 0) and its buffers reset, and the EMA teacher (when
   terms read one) is copied from the student when they start.
 
@@ -190,32 +193,30 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
   if late and term_params is None:
     raise ValueError("terms that start after step 0 need term_params (their fresh parameters)")
 
+  # Phase k runs from boundaries[k - 1] (0 for k = 0) up to the next boundary.
+  boundaries = sorted({s for s in starts.values() if s > 0})
+
   def forward(params, batch):
     return _outputs(*apply(params, batch["image"], batch["labels"] if text else None))
 
-  def term_weights(step):
-    return {t.name: jnp.where(step >= starts[t.name], t.weight, 0.).astype(jnp.float32)
-            for t in terms}
+  def zeros_of(fn):
+    """Zeros of fn()'s shapes; fn is traced for its shapes only, never computed."""
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn))
 
-  def prepare(batch, step):
+  def maybe(on: bool, fn):
+    return fn() if on else zeros_of(fn)
+
+  def prepare(batch, step, w):
     rng = jax.random.fold_in(jax.random.key(seed), step)
     for i, term in enumerate(terms):
-      batch = {**batch, **term.prepare(batch, jax.random.fold_in(rng, i))}
+      batch = {**batch, **maybe(w[term.name] > 0, lambda term=term, i=i: term.prepare(
+          batch, jax.random.fold_in(rng, i)))}
     return batch
-
-  def skipped(term) -> bool:  # Not computed while its weight is 0 (before its start).
-    return starts[term.name] > 0 or term.weight == 0
-
-  def when(on, fn):
-    """fn() where `on`, zeros of its shape otherwise (the computation skipped)."""
-    zeros = lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn))
-    return jax.lax.cond(on, fn, zeros)
 
   def local_losses(params, batch, out, w):
     total, measured = jnp.zeros((), jnp.float32), {}
     for term in local:
-      fn = lambda term=term: term.loss(params, batch, out)
-      loss, m = when(w[term.name] > 0, fn) if skipped(term) else fn()
+      loss, m = maybe(w[term.name] > 0, lambda term=term: term.loss(params, batch, out))
       measured.update(m, **{f"loss_{term.name}": loss})
       total = total + w[term.name] * loss
     return total, measured
@@ -305,16 +306,13 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
                             state["teacher"])
     return out
 
-  def teach(state, batch):
+  def teach(state, batch, w):
     """The batch with the teacher's outputs of the readers that have started; their buffers
     after this step."""
     buffers = dict(state.get("buffers", {}))
     for t in readers:
       fn = lambda t=t: t.teach(state["teacher"], state["buffers"].get(t.name, {}), batch)
-      on = state["step"] >= starts[t.name]
-      entries, new = (jax.lax.cond(on, fn, lambda t=t: (jax.tree.map(
-          lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn)[0]),
-          state["buffers"].get(t.name, {}))) if skipped(t) else fn())
+      entries, new = fn() if w[t.name] > 0 else (zeros_of(lambda fn=fn: fn()[0]), None)
       batch = {**batch, **entries}
       if new:
         buffers[t.name] = new
@@ -322,34 +320,33 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
     # read by the losses.
     return {k: v for k, v in batch.items() if not k.startswith("teacher_")}, buffers
 
-  def apply_updates(trainable, frozen, opt, teacher, grads, grad_norm, step):
+  def apply_updates(trainable, frozen, opt, teacher, grads, grad_norm, taught: bool):
     updates, opt = tx.update(grads, opt, trainable, grad_norm=grad_norm)
     trainable = optax.apply_updates(trainable, updates)
-    if readers:  # The EMA of the student, once the teacher's readers have started.
+    if taught:  # The EMA of the student, once the teacher's readers have started.
       student = pytree.merge(trainable, frozen)
-      teacher = jax.lax.cond(
-          step >= teacher_start,
-          lambda t: teacher_lib.ema(t, {k: student[k] for k in teacher_keys}, momentum),
-          lambda t: t, teacher)
+      teacher = teacher_lib.ema(teacher, {k: student[k] for k in teacher_keys}, momentum)
     return trainable, opt, teacher
 
-  def update(state, batch):
+  def update(state, batch, first: int):
+    """The step of the phase that begins at step `first`."""
     step = state["step"]
-    if late:
-      state = jax.lax.cond(jnp.any(step == jnp.asarray([starts[t.name] for t in late])),
-                           restart, lambda s: s, state)
+    w = {t.name: t.weight if starts[t.name] <= first else 0. for t in terms}
+    if first > 0:  # The terms starting at this phase's first step restart there.
+      state = jax.lax.cond(step == first, restart, lambda s: s, state)
     trainable, frozen = pytree.partition(state["params"], mask)
-    batch, buffers = teach(state, prepare(batch, step))
-    (loss, measured), grads = grads_of(trainable, frozen, batch, term_weights(step))
+    batch, buffers = teach(state, prepare(batch, step, w), w)
+    (loss, measured), grads = grads_of(trainable, frozen, batch, w)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # A branch, not a select over every parameter and moment (which would make XLA copy each
     # old value first): the applied step updates the donated buffers in place.
     teacher = state.get("teacher", {})
+    taught = bool(readers) and teacher_start <= first
     trainable, opt, teacher, buffers = jax.lax.cond(
-        finite, lambda *a: (*apply_updates(*a), buffers),
-        lambda p, f, o, t, g, n, s: (p, o, t, state.get("buffers", {})),
-        trainable, frozen, state["opt"], teacher, grads, grad_norm, step)
+        finite, lambda *a: (*apply_updates(*a, taught), buffers),
+        lambda p, f, o, t, g, n: (p, o, t, state.get("buffers", {})),
+        trainable, frozen, state["opt"], teacher, grads, grad_norm)
     measured.update(loss=loss, lr=schedule(step), grad_norm=grad_norm)
     new = {"params": pytree.merge(trainable, frozen), "opt": opt, "step": step + 1,
            "nonfinite": jnp.where(finite, 0, state["nonfinite"] + 1)}
@@ -359,8 +356,38 @@ def make_update_fn(apply, terms: list[objectives.Term], tx, schedule, state_shar
       new["buffers"] = buffers
     return new, measured
 
-  return jax.jit(update, donate_argnums=0, in_shardings=(state_shardings, batch_spec),
-                 out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
+  return PhasedUpdate([
+      jax.jit(functools.partial(update, first=first), donate_argnums=0,
+              in_shardings=(state_shardings, batch_spec),
+              out_shardings=(state_shardings, sharding_lib.replicated(mesh)))
+      for first in [0, *boundaries]], boundaries)
+
+
+class PhasedUpdate:
+  """The update step, one jitted function per phase of training: phase k runs from step
+  `boundaries[k - 1]` (0 for k = 0) to the next boundary, with the terms that have started by
+  then compiled in and the others left out. (Not one step with a lax.cond around each late
+  term: XLA's CPU backend runs a computation inside a conditional several times slower, 4.7x
+  measured for SILC's local views.) `at(step)` is the phase's jitted step; calling the object
+  reads the step from the state first (one device-to-host read; the trainer uses `at`)."""
+
+  def __init__(self, steps: list, boundaries: list[int]):
+    self.steps, self.boundaries = steps, boundaries
+
+  def phase(self, step: int) -> int:
+    return bisect.bisect_right(self.boundaries, step)
+
+  def at(self, step: int):
+    return self.steps[self.phase(step)]
+
+  def lower(self, state, batch, step: int = 0):
+    """The lowering of the phase of `step` (default: the first)."""
+    return self.at(step).lower(state, batch)
+
+  def __call__(self, state, batch):
+    if len(self.steps) == 1:
+      return self.steps[0](state, batch)
+    return self.at(int(np.asarray(state["step"].addressable_data(0))))(state, batch)
 
 
 def build(config, mesh, total_steps: int, warmup_steps: int = 0):
@@ -406,17 +433,18 @@ def _is_plain(config) -> bool:
           and all(t.plain for t in objectives.make_terms(config)))
 
 
-def compile_update(config, mesh, update, abstract_state, seq_len: int | None = None):
-  """(the update step compiled ahead of time, model FLOPs per step), for NaFlex batches of
-  `seq_len` patches per image. For a plain config the FLOPs come from the same lowering, so the
-  model is traced once."""
-  lowered = update.lower(abstract_state, abstract_batch(config, mesh, seq_len))
+def compile_update(config, mesh, update, abstract_state, seq_len: int | None = None,
+                   step: int = 0):
+  """(the update step of `step`'s phase compiled ahead of time, model FLOPs per step), for
+  NaFlex batches of `seq_len` patches per image. For a plain config the FLOPs come from the
+  same lowering, so the model is traced once."""
+  lowered = update.lower(abstract_state, abstract_batch(config, mesh, seq_len), step)
   flops = (float(lowered.cost_analysis()["flops"]) if _is_plain(config)
-           else model_flops_per_step(config, mesh, seq_len))
+           else model_flops_per_step(config, mesh, seq_len, step))
   return lowered.compile(), flops
 
 
-def model_flops_per_step(config, mesh, seq_len: int | None = None) -> float:
+def model_flops_per_step(config, mesh, seq_len: int | None = None, step: int = 0) -> float:
   """Model FLOPs of one update step: XLA's cost analysis of the plain step (no remat, no
   scan, no accumulation, dense losses: recomputation is not counted and no loop, such as the
   chunked loss's ring, is undercounted)."""
@@ -429,8 +457,9 @@ def model_flops_per_step(config, mesh, seq_len: int | None = None) -> float:
   plain.grad_accum_steps = 1
   for term in objectives.make_terms(plain):
     plain.objectives[term.name].update(term.plain_settings())
-  _, abstract_state, _, update, _ = build(plain, mesh, 2)
-  return float(update.lower(abstract_state, abstract_batch(plain, mesh, seq_len))
+  total_steps, _, _ = config_lib.durations(plain)  # The same phases as the run's.
+  _, abstract_state, _, update, _ = build(plain, mesh, total_steps)
+  return float(update.lower(abstract_state, abstract_batch(plain, mesh, seq_len), step)
                .cost_analysis()["flops"])
 
 
@@ -539,15 +568,22 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
   stop.phase = "compiling the update step"
   # The step compiled once per NaFlex sequence length (None: square images), when a batch of
   # that length first comes; the longest now, so that the memory printed is the most it takes.
+  # Likewise once per phase (objectives starting later: PhasedUpdate), when its first step comes.
   compiled = {}
 
-  def compiled_for(seq_len: int | None):
-    if seq_len not in compiled:
-      compiled[seq_len] = compile_update(config, mesh, update, abstract_state, seq_len)
-    return compiled[seq_len]
+  def compiled_for(seq_len: int | None, step: int):
+    key = (seq_len, update.phase(step))
+    if key not in compiled:
+      if key[1] and not any(k[1] == key[1] for k in compiled):
+        started = [n for n, s in config.objectives.items()
+                   if round(s["start"] * total_steps) == update.boundaries[key[1] - 1]]
+        job.print0(f"step {step}: compiling the update step with {started} started")
+      compiled[key] = compile_update(config, mesh, update, abstract_state, seq_len, step)
+    return compiled[key]
 
   lengths = config.input.get("seq_lengths") if job.naflex_patch_size(config) else None
-  memory_mib = metrics.compiled_memory(compiled_for(max(lengths) if lengths else None)[0]) / 2**20
+  memory_mib = metrics.compiled_memory(
+      compiled_for(max(lengths) if lengths else None, newest or 0)[0]) / 2**20
   peak = metrics.peak_flops(jax.devices()[0].device_kind)
 
   # --- Restore the newest checkpoint, or initialise.
@@ -605,7 +641,7 @@ def _train(config: ml_collections.ConfigDict, mesh, workdir: str, total_steps: i
       local = next(train_iter)
       batch = loader.to_global({k: local[k] for k in keys}, batch_sharding)
       seq_len = batch["image"]["patches"].shape[1] if isinstance(batch["image"], dict) else None
-      update_step, flops_per_step = compiled_for(seq_len)
+      update_step, flops_per_step = compiled_for(seq_len, step)
       state, measured = update_step(state, batch)
       step += 1
       ckpt.check()  # A failed asynchronous save stops the run here, not at the next save.

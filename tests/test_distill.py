@@ -2,6 +2,7 @@
 the start step, the teacher moves only as the EMA of the student, resume across the start step is
 exact, and bad settings fail at start."""
 
+import json
 import re
 
 import jax
@@ -38,11 +39,13 @@ def test_every_term_on_8_devices_equals_1_device_and_resumes_exactly_across_the_
   cfg = _cfg()
   mesh1, mesh8 = sharding.make_mesh(devices=jax.devices()[:1]), sharding.make_mesh()
   _, abstract1, init1, update1, _ = train.build(cfg, mesh1, 4)
-  update1 = update1.lower(abstract1, train.abstract_batch(cfg, mesh1)).compile()
+  # Every term is compiled into the steps from step 1 on (the phase after the start).
+  assert update1.boundaries == [1]
+  compiled = update1.lower(abstract1, train.abstract_batch(cfg, mesh1), 1).compile()
   # The EMA runs in place: the compiled step copies no weight matrix of the parameters, the
   # moments or the teacher (a select over them would copy each); only vectors and scalars
   # (random keys, a few biases).
-  entry = update1.as_text()[update1.as_text().index("\nENTRY "):]
+  entry = compiled.as_text()[compiled.as_text().index("\nENTRY "):]
   copied = re.findall(r"= \w+\[([\d,]*)\]\{[^}]*\} copy\(", entry[:entry.index("\n}")])
   assert copied and all(shape.count(",") == 0 for shape in copied), copied
   rows1, state1, it, _ = _steps(cfg, mesh1, 3, state=init1(jax.random.key(0)), update=update1)
@@ -141,3 +144,31 @@ def test_views_are_crops_of_the_image_at_their_size():
 def test_bad_settings_fail_at_start(override, message):
   with pytest.raises(config_lib.ConfigError, match=message):
     objectives.make_terms(_cfg(override))
+
+
+def test_each_phase_compiles_only_its_started_terms(tmp_path, monkeypatch, capsys):
+  """The trainer compiles the step once per phase, when its first step comes; the program
+  before the start has no SILC/TIPS work in it (fewer FLOPs, not a branch around them)."""
+  def flops(cfg, step):
+    _, abstract, _, update, _ = train.build(cfg, sharding.make_mesh(), 4)
+    batch = train.abstract_batch(cfg, sharding.make_mesh())
+    return update.lower(abstract, batch, step).compile().cost_analysis()["flops"]
+
+  before, after = flops(_cfg(), 0), flops(_cfg(), 1)
+  without = flops(_cfg("--config.objectives={'contrastive': {}, 'locca': {'weight': 0.5}}"), 0)
+  assert before == pytest.approx(without, rel=1e-2) and after > 1.3 * before
+  calls = []
+  compile_update = train.compile_update
+
+  def counting(config, mesh, update, abstract_state, seq_len=None, step=0):
+    calls.append(update.phase(step))
+    return compile_update(config, mesh, update, abstract_state, seq_len, step)
+
+  monkeypatch.setattr(train, "compile_update", counting)
+  results = train.main(["--config", CONFIG, "--workdir", str(tmp_path / "run")] + TINY + ALL
+                       + ["--config.total_steps=4", "--config.log_training_steps=1"])
+  assert calls == [0, 1] and results == {}
+  assert "step 1: compiling the update step with ['silc', 'tips'] started" in capsys.readouterr().out
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  losses = [r["train/loss_silc"] for r in rows if "train/loss_silc" in r]
+  assert losses[0] == 0 and all(x > 0 for x in losses[1:]), losses

@@ -399,9 +399,9 @@ def test_naflex_training_compiles_the_step_once_per_sequence_length(tmp_path, mo
   calls = []
   compile_update = train.compile_update
 
-  def counting(config, mesh, update, abstract_state, seq_len=None):
+  def counting(config, mesh, update, abstract_state, seq_len=None, step=0):
     calls.append(seq_len)
-    return compile_update(config, mesh, update, abstract_state, seq_len)
+    return compile_update(config, mesh, update, abstract_state, seq_len, step)
 
   monkeypatch.setattr(train, "compile_update", counting)
   naflex = ["--config.model.image.naflex=True", "--config.evals={}",
