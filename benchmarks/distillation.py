@@ -1,6 +1,7 @@
 """SigLIP 2's self-distillation terms: what they cost.
 
   python benchmarks/distillation.py time     # CPU step time, shapes recipe vs SigLIP alone
+  python benchmarks/distillation.py phases   # CPU step time before / after SILC and TIPS start
   python benchmarks/distillation.py flops    # XLA FLOPs of the B/16 step, recipe vs SigLIP
   python benchmarks/distillation.py memory   # the EMA teacher's bytes at B/16 and So400m/16 (256 px)
 
@@ -29,10 +30,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGLIP = "--config.objectives={'contrastive': {}}"
 
 
-def _recipe(extra=()) -> list[str]:
-  """Overrides that start every term of the shapes recipe at step 0."""
+def _recipe(extra=(), start: float = 0.0) -> list[str]:
+  """Overrides that start the shapes recipe's SILC and TIPS at `start` (every other term at 0)."""
   recipe = config_lib.load(os.path.join(ROOT, "configs", "siglip2_shapes.py"))
-  terms = {k: {**v, "start": 0.0} for k, v in recipe.objectives.to_dict().items()}
+  terms = {k: {**v, "start": start if k in ("silc", "tips") else 0.0}
+           for k, v in recipe.objectives.to_dict().items()}
   return [f"--config.objectives={terms!r}", *extra]
 
 
@@ -61,6 +63,20 @@ def step_time(spec: str, overrides: list[str], steps: int) -> float:
   return seconds
 
 
+def phase_times(start: float, steps: int) -> tuple[float, float]:
+  """Seconds per step before and after SILC and TIPS start (the recipe built for 10 steps)."""
+  cfg = config_lib.from_args(os.path.join(ROOT, "configs", "siglip2_shapes.py"),
+                             _recipe(start=start) + ["--config.evals={}"])
+  mesh = sharding.make_mesh(cfg.mesh)
+  _, _, init_fn, update, _ = train.build(cfg, mesh, 10)
+  batch = _batch(cfg, mesh)
+  state = init_fn(jax.random.key(0))
+  steps = min(steps, 3)  # Steps 2-4 before a start at 5; 7-9 after it (the first two warm up).
+  before, state = step_timing.time_steps(update, state, batch, steps)
+  after, _ = step_timing.time_steps(update, state, batch, steps)
+  return before, after
+
+
 def flops(spec: str, overrides: list[str], batch: int) -> float:
   cfg = config_lib.from_args(spec, overrides + ["--config.evals={}",
                                                 f"--config.batch_size={batch}"])
@@ -83,7 +99,7 @@ def teacher_bytes(overrides: list[str]) -> tuple[int, int, int]:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("what", choices=("time", "flops", "memory"))
+  p.add_argument("what", choices=("time", "phases", "flops", "memory"))
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--batch", type=int, default=256, help="global batch of the FLOPs count")
   args = p.parse_args()
@@ -104,6 +120,12 @@ def main() -> None:
       t = step_time(shapes, _recipe([f"--config.teacher.local_views={views}"]),
                     args.steps)
       print(f"recipe, {views} local views: {t * 1e3:.0f} ms/step ({t / base:.2f}x SigLIP)")
+  elif args.what == "phases":
+    before, after = phase_times(0.5, args.steps)
+    _, every = phase_times(0.0, args.steps)
+    print(f"recipe, SILC and TIPS from step 5 of 10: {before * 1e3:.0f} ms/step before their "
+          f"start, {after * 1e3:.0f} ms/step after it; every term from step 0: "
+          f"{every * 1e3:.0f} ms/step")
   elif args.what == "flops":
     base = flops(b16, [SIGLIP], args.batch)
     print(f"B/16 at 224 px, batch {args.batch}: SigLIP {base / 1e12:.2f} TFLOP/step")
