@@ -478,3 +478,18 @@ def test_a_killed_runners_attempt_is_recorded_by_the_next_one(tmp_path):
   row = sweep_lib.attempts(str(run_dir))[-1]
   assert row["exit_code"] is None and row["reason"].endswith("its log ends with: step 200/300")
   assert status.state == "unfinished"
+
+
+def test_paired_differences_match_seed_by_seed_and_name_unknown_points():
+  from big_vision_lite.sweep import report  # pylint: disable=import-outside-toplevel
+  runs = [{"name": f"obj={p},seed={s}", "labels": {"objectives": p}, "seed": s, "total_steps": 1}
+          for p in ("a", "b") for s in (0, 1, 2)]
+  values = {("a", 0): 0.5, ("a", 1): 0.7, ("a", 2): 0.9, ("b", 0): 0.6, ("b", 1): 0.9}
+  results = [report.Result(r, [], {"m": values[(r["labels"]["objectives"], r["seed"])]}, 1.0)
+             for r in runs if (r["labels"]["objectives"], r["seed"]) in values]
+  c = report.Collected({"axes": {"objectives": "obj"}, "runs": runs}, results, [], ["m"])
+  n, stats = report.paired(c, "b", "a")  # Seed 2 of b is missing: seeds 0 and 1 only.
+  assert n == 2 and stats["m"][0] == pytest.approx(0.15) and stats["m"][2] == 2
+  assert stats["m"][1] == pytest.approx(np.std([0.1, 0.2], ddof=1))
+  with pytest.raises(sweep_lib.SweepError, match="no point 'c'.*'a', 'b'"):
+    report.paired(c, "c", "a")

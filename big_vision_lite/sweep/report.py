@@ -1,11 +1,15 @@
 """The table and plots of a sweep: each run's final metrics, mean ± std over seeds per point.
 
   python -m big_vision_lite.sweep.report DIR [--out OUT] [--metrics M1,M2,...]
+      [--pair POINT=BASE ...]
 
 Writes to OUT (default DIR):
   results.csv   one row per finished run: its axis values, seed, steps, wall time, final metrics
   results.md    one row per point of the swept axes: mean ± std over seeds and their number;
-                then the runs still missing and why
+                then, for each --pair, the paired differences POINT - BASE (the runs of one
+                seed share initialisation, data and draws, so a seed's difference is what the
+                change of point did to it): mean ± std over the seeds both finished; then the
+                runs still missing and why
   metrics.png   each metric against one axis (the sweep's `plot_x`, else the one with most
                 values), one line per value of the other axes, error bars = std over seeds
   curves.png    the training curves (loss, t, b, lr against step) of every run, overlaid
@@ -109,10 +113,10 @@ def table(c: Collected) -> list[dict[str, Any]]:
           for point, results in by_point.items()]
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def _fmt(mean: float, std: float, n: int, sign: bool = False) -> str:
   if n == 0:
     return "–"
-  text = f"{mean:.3f}" if math.isfinite(mean) else "nan"
+  text = (f"{mean:+.3f}" if sign else f"{mean:.3f}") if math.isfinite(mean) else "nan"
   return text + (f" ± {std:.3f}" if n > 1 and math.isfinite(std) else "")
 
 
@@ -128,8 +132,23 @@ def write_csv(c: Collected, path: str) -> str:
   return path
 
 
+def paired(c: Collected, point: str, base: str) -> tuple[int, dict[str, tuple]]:
+  """(seeds, {metric: (mean, std, n)}) of the per-seed differences point - base; points are
+  named by their labels joined with ',' (as in results.md's first columns)."""
+  by = {(",".join(c.point_key(r.run)), r.run["seed"]): r.final for r in c.results}
+  known = {p for p, _ in by} | {",".join(p) for p in c.points()}
+  for name in (point, base):
+    if name not in known:
+      raise sweep_lib.SweepError(f"--pair: no point {name!r} in this sweep; its points: {sorted(known)}")
+  seeds = sorted(s for p, s in by if p == point and (base, s) in by)
+  stats = {m: _stats([by[(point, s)][m] - by[(base, s)][m] for s in seeds
+                      if m in by[(point, s)] and m in by[(base, s)]]) for m in c.metrics}
+  return len(seeds), stats
+
+
 def write_markdown(c: Collected, rows: list[dict[str, Any]], path: str,
-                   pictures: list[str], directory: str) -> str:
+                   pictures: list[str], directory: str,
+                   pairs: list[tuple[str, str]] = ()) -> str:
   m = c.manifest
   shorts = list(c.axes.values())
   vary_steps = len({r["steps"] for r in rows}) > 1
@@ -152,6 +171,16 @@ def write_markdown(c: Collected, rows: list[dict[str, Any]], path: str,
     cells += [_fmt(*row["stats"][metric]) for metric in c.metrics] + [str(row["n"])]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "Final values; mean ± sample standard deviation over seeds."]
+  if pairs:
+    lines += ["", "## Paired differences", "",
+              "Per seed, the point's final value minus the base point's (same initialisation, "
+              "data and draws); mean ± sample standard deviation over the seeds both finished.",
+              "", "| point - base | seeds | " + " | ".join(c.metrics) + " |",
+              "|---|---|" + "---|" * len(c.metrics)]
+    for point, base in pairs:
+      n, stats = paired(c, point, base)
+      lines.append(f"| {point} - {base} | {n} | " + " | ".join(
+          _fmt(*stats[m], sign=True) for m in c.metrics) + " |")
   for picture in pictures:
     lines += ["", f"![{os.path.splitext(picture)[0]}]({picture})"]
   if c.missing:
@@ -280,8 +309,8 @@ def plot_curves(c: Collected, path: str) -> str | None:
   return plot.save_figure(fig, path)
 
 
-def write(directory: str, out: str | None = None,
-          metric_names: list[str] | None = None) -> list[str]:
+def write(directory: str, out: str | None = None, metric_names: list[str] | None = None,
+          pairs: list[tuple[str, str]] = ()) -> list[str]:
   """Writes results.csv, results.md and the plots to `out` (default: the sweep directory);
   returns their paths."""
   out = out or directory
@@ -293,7 +322,7 @@ def write(directory: str, out: str | None = None,
   pictures = [p for p in pictures if p]
   written = [write_csv(c, os.path.join(out, "results.csv")),
              write_markdown(c, rows, os.path.join(out, "results.md"),
-                            [os.path.basename(p) for p in pictures], directory)] + pictures
+                            [os.path.basename(p) for p in pictures], directory, pairs)] + pictures
   print(f"{len(c.results)} of {len(c.manifest['runs'])} runs finished" +
         (f"; missing: {', '.join(r['name'] for r, _ in c.missing)}" if c.missing else ""))
   for path in written:
@@ -307,9 +336,17 @@ def main(argv: list[str] | None = None) -> list[str]:
   p.add_argument("--out", default=None, help="where to write (default: the sweep directory)")
   p.add_argument("--metrics", default=None,
                  help="comma-separated metrics (default: the sweep's, else every evaluation's)")
+  p.add_argument("--pair", action="append", default=[], metavar="POINT=BASE",
+                 help="also tabulate the per-seed differences POINT - BASE (repeatable), e.g. "
+                      "--pair locca=siglip")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-  return write(os.path.abspath(args.directory), args.out, names)
+  pairs = []
+  for pair in args.pair:
+    if pair.count("=") != 1:
+      raise sweep_lib.SweepError(f"--pair takes POINT=BASE (point labels as in results.md), got {pair!r}")
+    pairs.append(tuple(pair.split("=")))
+  return write(os.path.abspath(args.directory), args.out, names, pairs)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ TIPS for the last 20% against the EMA teacher, as in the recipe. Evaluated once,
   python -m big_vision_lite.sweep configs/sweeps/siglip2_components.py \\
     --workdir workdirs/ablations/siglip2_components --parallel 2
   python -m big_vision_lite.sweep.report workdirs/ablations/siglip2_components \\
-    --out docs/ablations/siglip2_components
+    --out docs/ablations/siglip2_components --pair locca=siglip --pair locca+silc=locca \\
+    --pair locca+silc+tips=locca+silc --pair silc+tips=siglip
 
 The SigLIP 2 paper has no table that separates these terms; it says LocCa and the
 self-distillation terms help localisation and dense features most, zero-shot a little.
