@@ -164,7 +164,8 @@ def write_markdown(c: Collected, rows: list[dict[str, Any]], path: str,
     lines += [f"Mean wall time of a finished run: {mean_min:.1f} min."]
   where = _relative(directory)
   lines += ["", f"Runs: `python -m big_vision_lite.sweep {m['sweep']} --workdir {where}`; this "
-            f"report: `python -m big_vision_lite.sweep.report {where}`."]
+            f"report: `python -m big_vision_lite.sweep.report {where}"
+            + "".join(f" --pair {a}={b}" for a, b in pairs) + "`."]
   lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in rows:
     cells = list(row["labels"]) + ([str(row["steps"])] if vary_steps else [])
