@@ -45,10 +45,8 @@ class Silc(Term):
   def teach(self, teacher, buffers, batch):
     shared = teacher_lib.global_outputs(self.tower, teacher, batch)
     logits = self.head.apply({"params": teacher["silc"]}, shared["teacher_pooled"])  # [B, K]
-    s = self.settings
-    return ({**shared, "silc_target": teacher_lib.targets(logits, buffers["center"],
-                                                          s["teacher_temperature"])},
-            {"center": teacher_lib.next_center(buffers["center"], logits, s["center_momentum"])})
+    target, buffers = teacher_lib.sharpened(logits, buffers["center"], self.settings)
+    return {**shared, "silc_target": target}, buffers
 
   def loss(self, params, batch, outputs):
     del outputs

@@ -99,6 +99,13 @@ def next_center(center: jax.Array, logits: jax.Array, momentum: float) -> jax.Ar
   return momentum * center + (1 - momentum) * mean
 
 
+def sharpened(logits: jax.Array, center: jax.Array, settings) -> tuple[jax.Array, dict]:
+  """The teacher's centred, sharpened distribution of `logits` (a term's target), and the term's
+  buffers after this step (the centre moved towards the logits' mean)."""
+  return (targets(logits, center, settings["teacher_temperature"]),
+          {"center": next_center(center, logits, settings["center_momentum"])})
+
+
 def cross_entropy(target: jax.Array, logits: jax.Array, temperature: float) -> jax.Array:
   """H(target, softmax(logits / temperature)) over the last axis."""
   return -jnp.sum(target * jax.nn.log_softmax(logits / temperature, axis=-1), axis=-1)

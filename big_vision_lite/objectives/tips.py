@@ -62,10 +62,8 @@ class Tips(Term):
   def teach(self, teacher, buffers, batch):
     shared = teacher_lib.global_outputs(self.tower, teacher, batch)
     logits = self._outputs(teacher, shared["teacher_tokens"], batch["tips_masked"])
-    s = self.settings
-    return ({**shared, "tips_target": teacher_lib.targets(logits, buffers["center"],
-                                                          s["teacher_temperature"])},
-            {"center": teacher_lib.next_center(buffers["center"], logits, s["center_momentum"])})
+    target, buffers = teacher_lib.sharpened(logits, buffers["center"], self.settings)
+    return {**shared, "tips_target": target}, buffers
 
   def loss(self, params, batch, outputs):
     del outputs
